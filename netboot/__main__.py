@@ -1,0 +1,5 @@
+import sys
+
+from netboot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,341 @@
+"""Hugging Face checkpoints: `*.safetensors` (one file or shards) with `config.json` and `tokenizer.json`.
+
+Each safetensors file is an 8-byte little-endian header length, a JSON header (name -> dtype, shape,
+data_offsets relative to the end of the header) and the raw little-endian tensor data. The header is parsed
+here and the data memory-mapped, so every tensor is a `QTensor` view of the file (F32, F16, BF16 become
+GGML's F32, F16, BF16 with the same bytes). Only Gemma 3's norm weights are copied: they are stored as w for a
+multiplier of 1 + w, which is what `ModelFile` holds.
+
+Llama checkpoints keep q/k in the "halves" RoPE order (no permutation as llama.cpp's converter does).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netboot.config import ModelConfig, gemma3_sliding_layers
+from netboot.errors import FormatError, NetbootError, UnsupportedError
+from netboot.formats import ModelFile
+from netboot.ggml import GGMLType
+from netboot.tensor import QTensor
+
+INDEX_NAME = "model.safetensors.index.json"
+# metadata key: names of the tensors computed at load (Gemma's 1 + w norms), not views of the file's bytes
+DERIVED_KEY = "netboot.derived_tensors"
+MAX_HEADER = 100 * 1024 * 1024
+
+# safetensors dtype -> (GGML type, bytes per element)
+DTYPES = {"F32": (GGMLType.F32, 4), "F16": (GGMLType.F16, 2), "BF16": (GGMLType.BF16, 2)}
+ELEMENT_SIZES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
+    "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+}
+
+LLAMA_ARCHS = ("LlamaForCausalLM",)
+GEMMA3_ARCHS = ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
+
+_LAYER_PARTS = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+}
+_LLAMA_LAYER_PARTS = {**_LAYER_PARTS, "post_attention_layernorm": "ffn_norm"}
+_GEMMA3_LAYER_PARTS = {
+    **_LAYER_PARTS, "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
+    "post_attention_layernorm": "post_attention_norm", "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+}
+# Gemma stores a norm's weight w; its multiplier is 1 + w.
+_GEMMA_NORMS = ("attn_norm", "ffn_norm", "post_ffw_norm", "post_attention_norm", "attn_q_norm", "attn_k_norm")
+_LAYER_RE = re.compile(r"layers\.(\d+)\.(.+)\.weight")
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    """The data files of a checkpoint: the file itself, the shards an index names, or every *.safetensors."""
+    if path.is_file():
+        return [path]
+    index = path / INDEX_NAME
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise FormatError(f"{index}: no weight_map")
+        files = [path / name for name in sorted(set(weight_map.values()))]
+        for f in files:
+            if not f.is_file():
+                raise FormatError(f"{index}: names shard {f.name}, which is missing")
+        return files
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise NetbootError(f"{path}: no *.safetensors files in this directory")
+    return files
+
+
+def read_safetensors(path: Path) -> dict[str, tuple[str, tuple[int, ...], np.ndarray, int]]:
+    """name -> (dtype, shape, raw bytes as a uint8 view of the mapped file, offset in the file)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise FormatError(f"{path}: too short for a safetensors file ({size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER or 8 + n > size:
+            raise FormatError(f"{path}: safetensors header length {n} is past the end of the file ({size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FormatError(f"{path}: safetensors header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{path}: safetensors header is not a JSON object")
+    base = 8 + n
+    data = np.memmap(path, dtype=np.uint8, mode="r") if size > base else np.zeros(0, np.uint8)
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
+            begin, end = (int(x) for x in info["data_offsets"])
+        except (TypeError, KeyError, ValueError):
+            raise FormatError(f"{path}: bad safetensors header entry for {name}") from None
+        itemsize = ELEMENT_SIZES.get(dtype)
+        if itemsize is None:
+            raise FormatError(f"{path}: tensor {name} has unknown dtype {dtype!r}")
+        if not 0 <= begin <= end or end - begin != math.prod(shape) * itemsize:
+            raise FormatError(f"{path}: tensor {name}'s data offsets {begin}..{end} do not fit its shape {shape}")
+        if base + end > size:
+            raise FormatError(
+                f"{path}: tensor {name} ends at byte {base + end}, past the end of the file ({size} bytes): "
+                "the file is truncated"
+            )
+        out[name] = (dtype, shape, data[base + begin : base + end], base + begin)
+    return out
+
+
+def open_safetensors(path: Path, tokenizer: str | Path | None = None) -> ModelFile:
+    """Open a SafeTensors checkpoint (a file, or a directory of one or more) without copying its weights."""
+    path = Path(path)
+    directory = path if path.is_dir() else path.parent
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FormatError(f"{path}: no config.json beside the safetensors weights (needed for the hyperparameters)")
+    hf = _read_json(config_path)
+    archs = hf.get("architectures") or []
+    arch = archs[0] if archs else hf.get("model_type")
+    if arch in LLAMA_ARCHS:
+        family, text = "llama", hf
+    elif arch in GEMMA3_ARCHS:
+        family, text = "gemma3", hf.get("text_config", hf) if arch == "Gemma3ForConditionalGeneration" else hf
+    else:
+        supported = ", ".join(LLAMA_ARCHS + GEMMA3_ARCHS)
+        raise UnsupportedError(f"{config_path}: architecture {arch!r} is not supported ({supported} are)")
+
+    raw: dict[str, tuple[str, tuple[int, ...], np.ndarray, int, Path]] = {}
+    for file in safetensors_files(path):
+        for name, entry in read_safetensors(file).items():
+            raw[name] = (*entry, file)
+
+    tensors = _canonical_tensors(raw, family)
+    if "output.weight" not in tensors and not text.get("tie_word_embeddings", family == "gemma3"):
+        raise FormatError(f"{path}: no lm_head.weight, and config.json does not tie it to the embeddings")
+    config = _config(config_path, text, family, tensors)
+    _check_shapes(path, config, tensors)
+    derived = sorted(name for name, t in tensors.items() if t.data.flags.writeable)  # file views are read-only
+    metadata = {"hf.config": hf, "hf.architecture": arch, DERIVED_KEY: derived}
+    return ModelFile(path, "safetensors", config, tensors, _tokenizer_loader(directory, tokenizer, hf), metadata)
+
+
+def _canonical_name(name: str, family: str) -> str | None:
+    # Gemma 3 multimodal checkpoints put the text model under language_model (the prefix moved between versions).
+    for prefix in ("model.language_model.", "language_model.model.", "model."):
+        if name.startswith(prefix):
+            rest = name[len(prefix) :]
+            break
+    else:
+        if name in ("lm_head.weight", "language_model.lm_head.weight"):
+            return "output.weight"
+        return None
+    if rest == "embed_tokens.weight":
+        return "token_embd.weight"
+    if rest == "norm.weight":
+        return "output_norm.weight"
+    m = _LAYER_RE.fullmatch(rest)
+    if m:
+        parts = _LLAMA_LAYER_PARTS if family == "llama" else _GEMMA3_LAYER_PARTS
+        part = parts.get(m.group(2))
+        if part is not None:
+            return f"blk.{int(m.group(1))}.{part}.weight"
+    return None
+
+
+def _canonical_tensors(raw: dict[str, tuple], family: str) -> dict[str, QTensor]:
+    tensors: dict[str, QTensor] = {}
+    for name, (dtype, shape, data, offset, file) in raw.items():
+        canonical = _canonical_name(name, family)
+        if canonical is None:
+            continue  # vision tower, rotary tables and the like: not used
+        if dtype not in DTYPES:
+            raise UnsupportedError(
+                f"{file}: tensor {name} has dtype {dtype}, which netboot does not support (F32, F16 and BF16 are)"
+            )
+        qtype = DTYPES[dtype][0]
+        if not shape or len(shape) > 2:
+            raise FormatError(f"{file}: tensor {name} has shape {shape}, expected a vector or a matrix")
+        if family == "gemma3" and canonical.split(".")[-2] in _GEMMA_NORMS + ("output_norm",):
+            values = QTensor.from_bytes(name, qtype, shape, data).dequantize()
+            multiplier = np.ascontiguousarray(1.0 + values, dtype=np.float32).view(np.uint8).reshape(-1)
+            # A copy: `offset` still names the stored w in the file, which is not these bytes (see DERIVED_KEY).
+            tensors[canonical] = QTensor.from_bytes(canonical, GGMLType.F32, shape, multiplier, offset=offset)
+        else:
+            tensors[canonical] = QTensor.from_bytes(canonical, qtype, shape, data, offset=offset)
+    return tensors
+
+
+def _rope_params(config_path: Path, section: dict[str, Any] | None, default_theta: float) -> tuple[float, float]:
+    """(theta, linear scaling factor) of a rope_parameters / rope_scaling section; other scalings are refused."""
+    section = section or {}
+    kind = section.get("rope_type", section.get("type", "default"))
+    theta = float(section.get("rope_theta", default_theta))
+    if kind == "default":
+        return theta, 1.0
+    if kind == "linear":
+        return theta, float(section.get("factor", 1.0))
+    raise UnsupportedError(f"{config_path}: RoPE scaling {kind!r} is not supported (default and linear are)")
+
+
+def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[str, QTensor]) -> ModelConfig:
+    def key(name: str, default: Any = None) -> Any:
+        value = hf.get(name, default)
+        if value is None:
+            raise FormatError(f"{config_path}: missing {name}")
+        return value
+
+    if "token_embd.weight" not in tensors:
+        raise FormatError(f"{config_path.parent}: no embedding tensor (model.embed_tokens.weight) in the weights")
+    dim = int(key("hidden_size"))
+    n_heads = int(key("num_attention_heads"))
+    common = dict(
+        n_layers=int(key("num_hidden_layers")), dim=dim, n_heads=n_heads,
+        n_kv_heads=int(key("num_key_value_heads", n_heads)),
+        head_dim=int(hf.get("head_dim") or dim // max(n_heads, 1)), ffn_dim=int(key("intermediate_size")),
+        vocab_size=tensors["token_embd.weight"].shape[0],
+        context_length=int(key("max_position_embeddings", 2048)),
+    )
+    if min(common.values()) <= 0:
+        raise FormatError(f"{config_path}: non-positive sizes in {common}")
+    if common["n_heads"] % common["n_kv_heads"]:
+        raise FormatError(f"{config_path}: num_attention_heads is not a multiple of num_key_value_heads")
+    rope = hf.get("rope_parameters")
+
+    if family == "llama":
+        if hf.get("attention_bias") or hf.get("mlp_bias"):
+            raise UnsupportedError(f"{config_path}: Llama with attention or MLP biases is not supported")
+        act = hf.get("hidden_act", "silu")
+        if act != "silu":
+            raise UnsupportedError(f"{config_path}: activation {act!r} is not supported for Llama (silu is)")
+        section = dict(rope) if isinstance(rope, dict) else {**(hf.get("rope_scaling") or {})}
+        section.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
+        theta, factor = _rope_params(config_path, section, 10000.0)
+        if factor != 1.0:
+            raise UnsupportedError(f"{config_path}: linear RoPE scaling is not supported for Llama")
+        return ModelConfig(
+            arch="llama", **common, norm_eps=float(hf.get("rms_norm_eps", 1e-6)), rope_base=theta, rope_style="halves"
+        )
+
+    # Gemma 3 (text)
+    for name in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if hf.get(name) is not None:
+            raise UnsupportedError(f"{config_path}: Gemma 3 with {name} is not supported")
+    if hf.get("use_bidirectional_attention"):
+        raise UnsupportedError(f"{config_path}: bidirectional attention (an embedding model) is not supported")
+    act = hf.get("hidden_activation", "gelu_pytorch_tanh")
+    if act not in ("gelu_pytorch_tanh", "gelu_tanh"):
+        raise UnsupportedError(f"{config_path}: activation {act!r} is not supported for Gemma 3 (gelu_pytorch_tanh is)")
+    if isinstance(rope, dict) and ("full_attention" in rope or "sliding_attention" in rope):
+        full, local = rope.get("full_attention"), rope.get("sliding_attention")
+    else:
+        full = {**(hf.get("rope_scaling") or {}), "rope_theta": hf.get("rope_theta", 1_000_000.0)}
+        local = {"rope_theta": hf.get("rope_local_base_freq", 10000.0)}
+    theta, factor = _rope_params(config_path, full, 1_000_000.0)
+    local_theta, local_factor = _rope_params(config_path, local, 10000.0)
+    if local_factor != 1.0:
+        raise UnsupportedError(f"{config_path}: RoPE scaling of the sliding-window layers is not supported")
+    n_layers = common["n_layers"]
+    layer_types = hf.get("layer_types")
+    if layer_types:
+        if len(layer_types) != n_layers:
+            raise FormatError(f"{config_path}: layer_types has {len(layer_types)} entries for {n_layers} layers")
+        sliding = [t == "sliding_attention" for t in layer_types]
+    else:
+        sliding = gemma3_sliding_layers(n_layers, int(hf.get("sliding_window_pattern", 6)))
+    window = hf.get("sliding_window", 4096)
+    return ModelConfig(
+        arch="gemma3", **common, norm_eps=float(hf.get("rms_norm_eps", 1e-6)), rope_base=theta, rope_style="halves",
+        sliding_window=int(window) if window is not None else None, sliding_layers=sliding,
+        rope_base_local=local_theta, rope_scale=factor,
+        attn_scale=float(hf.get("query_pre_attn_scalar", 256)) ** -0.5, embed_scale=math.sqrt(dim),
+        activation="gelu_tanh", qk_norm=True, post_norms=True,
+    )
+
+
+def _check_shapes(path: Path, c: ModelConfig, tensors: dict[str, QTensor]) -> None:
+    q, kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    expected = {"token_embd": (c.vocab_size, c.dim), "output_norm": (c.dim,)}
+    if "output.weight" in tensors:
+        expected["output"] = (c.vocab_size, c.dim)
+    layer = {
+        "attn_norm": (c.dim,), "attn_q": (q, c.dim), "attn_k": (kv, c.dim), "attn_v": (kv, c.dim),
+        "attn_output": (c.dim, q), "ffn_norm": (c.dim,), "ffn_gate": (c.ffn_dim, c.dim),
+        "ffn_up": (c.ffn_dim, c.dim), "ffn_down": (c.dim, c.ffn_dim),
+    }
+    if c.arch == "gemma3":
+        layer.update(attn_q_norm=(c.head_dim,), attn_k_norm=(c.head_dim,), post_attention_norm=(c.dim,),
+                     post_ffw_norm=(c.dim,))
+    for i in range(c.n_layers):
+        expected.update({f"blk.{i}.{part}": shape for part, shape in layer.items()})
+    for name, shape in expected.items():
+        t = tensors.get(f"{name}.weight")
+        if t is None:
+            raise FormatError(f"{path}: the weights have no {name}.weight (config.json: {c.n_layers} layers)")
+        if t.shape != shape:
+            raise FormatError(f"{path}: tensor {name}.weight has shape {t.shape}, config.json implies {shape}")
+
+
+def _tokenizer_loader(directory: Path, tokenizer: str | Path | None, hf: dict[str, Any]):
+    if tokenizer is None:
+        candidate = directory / "tokenizer.json"
+        if not candidate.is_file():
+            return None
+    else:
+        candidate = Path(tokenizer)
+        if candidate.is_dir():
+            candidate = candidate / "tokenizer.json"
+        if not candidate.is_file():
+            raise NetbootError(f"tokenizer not found: {candidate}")
+    tok_config_path = candidate.parent / "tokenizer_config.json"
+
+    def load():
+        from netboot import tokenizer as tok
+
+        if candidate.suffix == ".bin":
+            return tok.Llama2cTokenizer.from_file(candidate)
+        tok_config = _read_json(tok_config_path) if tok_config_path.is_file() else None
+        return tok.HFTokenizer.from_file(candidate, hf, tok_config)
+
+    return load
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: cannot read JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: expected a JSON object")
+    return value

@@ -1,0 +1,170 @@
+"""The transformer: Llama family and Gemma 3, as one forward pass read top to bottom.
+
+A forward pass is `run_layers(h, start, stop, cache, pos)`: layers [start, stop) on a hidden state, with
+that range's KV cache. Embedding and output head are separate steps, so a range of layers can run on
+another machine, or with weights streamed in one layer at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netboot.config import ModelConfig
+from netboot.tensor import QTensor, matmul, vector
+from netboot.weights import Weights
+
+
+class KVCache:
+    """Keys and values of layers [start, stop) for one sequence; grows as positions are added."""
+
+    def __init__(self, config: ModelConfig, start: int = 0, stop: int | None = None, capacity: int = 256):
+        self.config = config
+        self.start = start
+        self.stop = config.n_layers if stop is None else stop
+        self.length = 0  # positions filled
+        shape = (config.n_kv_heads, capacity, config.head_dim)
+        self.k = [np.zeros(shape, np.float32) for _ in range(self.start, self.stop)]
+        self.v = [np.zeros(shape, np.float32) for _ in range(self.start, self.stop)]
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[1] if self.k else 0
+
+    def store(self, layer: int, pos: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Write k, v (n_kv_heads, T, head_dim) at positions pos.., return the layer's keys/values [0, pos+T)."""
+        i = layer - self.start
+        end = pos + k.shape[1]
+        if end > self.capacity:
+            self._grow(end)
+        self.k[i][:, pos:end] = k
+        self.v[i][:, pos:end] = v
+        return self.k[i][:, :end], self.v[i][:, :end]
+
+    def _grow(self, needed: int) -> None:
+        capacity = max(needed, 2 * self.capacity)
+        for cache in (self.k, self.v):
+            for i, old in enumerate(cache):
+                new = np.zeros((old.shape[0], capacity, old.shape[2]), np.float32)
+                new[:, : old.shape[1]] = old
+                cache[i] = new
+
+    def truncate(self, length: int) -> None:
+        self.length = min(self.length, length)
+
+
+@dataclass
+class Model:
+    config: ModelConfig
+    weights: Weights
+
+    def new_cache(self, start: int = 0, stop: int | None = None) -> KVCache:
+        return KVCache(self.config, start, stop)
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        h = self.weights.embedding().take_rows(np.asarray(tokens, dtype=np.int64))
+        return h * np.float32(self.config.embed_scale) if self.config.embed_scale != 1.0 else h
+
+    def run_layers(self, h: np.ndarray, start: int, stop: int, cache: KVCache, pos: int) -> np.ndarray:
+        """Layers [start, stop) on hidden states h (T, dim) for positions pos..pos+T-1."""
+        positions = np.arange(pos, pos + h.shape[0])
+        for layer in range(start, stop):
+            h = self._layer(layer, self.weights.layer(layer), h, cache, positions)
+        if stop == cache.stop:
+            cache.length = pos + h.shape[0]
+        return h
+
+    def logits(self, h: np.ndarray) -> np.ndarray:
+        """Final norm and output projection of hidden states (T, dim) -> (T, vocab)."""
+        h = rms_norm(h, vector(self.weights.output_norm()), self.config.norm_eps)
+        return matmul(h, self.weights.output())
+
+    def forward(self, tokens: list[int] | np.ndarray, cache: KVCache, pos: int) -> np.ndarray:
+        """Logits of the last position after feeding `tokens` at positions pos.. through every layer."""
+        h = self.run_layers(self.embed(tokens), 0, self.config.n_layers, cache, pos)
+        return self.logits(h[-1:])[0]
+
+    def _layer(self, layer: int, w: dict[str, QTensor], x: np.ndarray, cache: KVCache, positions: np.ndarray):
+        c = self.config
+        h = rms_norm(x, vector(w["attn_norm"]), c.norm_eps)
+        out = self._attention(layer, w, h, cache, positions)
+        if c.post_norms:
+            out = rms_norm(out, vector(w["post_attention_norm"]), c.norm_eps)
+        x = x + out
+        h = rms_norm(x, vector(w["ffn_norm"]), c.norm_eps)
+        out = self._feed_forward(w, h)
+        if c.post_norms:
+            out = rms_norm(out, vector(w["post_ffw_norm"]), c.norm_eps)
+        return x + out
+
+    def _attention(self, layer: int, w: dict[str, QTensor], h: np.ndarray, cache: KVCache, positions: np.ndarray):
+        c = self.config
+        t = h.shape[0]
+        q = matmul(h, w["attn_q"]).reshape(t, c.n_heads, c.head_dim)
+        k = matmul(h, w["attn_k"]).reshape(t, c.n_kv_heads, c.head_dim)
+        v = matmul(h, w["attn_v"]).reshape(t, c.n_kv_heads, c.head_dim)
+        if c.qk_norm:
+            q = rms_norm(q, vector(w["attn_q_norm"]), c.norm_eps)
+            k = rms_norm(k, vector(w["attn_k_norm"]), c.norm_eps)
+        sliding = c.is_sliding(layer)
+        base = c.rope_base_local if sliding else c.rope_base
+        scale = 1.0 if sliding else c.rope_scale
+        q = rope(q, positions / scale, base, c.rope_style)
+        k = rope(k, positions / scale, base, c.rope_style)
+        keys, values = cache.store(layer, int(positions[0]), k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+
+        # Grouped-query attention: query heads are grouped by the key/value head they share.
+        group = c.n_heads // c.n_kv_heads
+        q = q.transpose(1, 0, 2).reshape(c.n_kv_heads, group, t, c.head_dim)
+        scores = np.matmul(q, keys[:, None].transpose(0, 1, 3, 2)) * np.float32(c.scale)  # (kv, group, t, s)
+        key_pos = np.arange(keys.shape[1])
+        masked = key_pos[None, :] > positions[:, None]
+        if sliding:
+            masked |= positions[:, None] - key_pos[None, :] >= c.sliding_window
+        scores = np.where(masked, np.float32(-np.inf), scores)
+        probs = softmax(scores)
+        out = np.matmul(probs, values[:, None])  # (kv, group, t, head_dim)
+        out = out.reshape(c.n_heads, t, c.head_dim).transpose(1, 0, 2).reshape(t, c.n_heads * c.head_dim)
+        return matmul(out, w["attn_output"])
+
+    def _feed_forward(self, w: dict[str, QTensor], h: np.ndarray) -> np.ndarray:
+        gate = matmul(h, w["ffn_gate"])
+        up = matmul(h, w["ffn_up"])
+        act = gelu_tanh(gate) if self.config.activation == "gelu_tanh" else silu(gate)
+        return matmul(act * up, w["ffn_down"])
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    ms = np.mean(np.square(x, dtype=np.float32), axis=-1, keepdims=True)
+    return (x / np.sqrt(ms + np.float32(eps))) * weight
+
+
+def rope(x: np.ndarray, positions: np.ndarray, base: float, style: str) -> np.ndarray:
+    """Rotary position embedding of x (T, heads, head_dim) at `positions` (T,)."""
+    d = x.shape[-1]
+    inv_freq = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    angles = positions.astype(np.float64)[:, None] * inv_freq[None, :]  # (T, d/2)
+    cos = np.cos(angles).astype(np.float32)[:, None, :]
+    sin = np.sin(angles).astype(np.float32)[:, None, :]
+    if style == "halves":
+        a, b = x[..., : d // 2], x[..., d // 2 :]
+        return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+    a, b = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = a * cos - b * sin
+    out[..., 1::2] = a * sin + b * cos
+    return out
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x)))

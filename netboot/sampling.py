@@ -1,0 +1,85 @@
+"""Choosing the next token from logits, in llama.cpp's default order:
+repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw (greedy when temperature is 0)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40  # 0: off
+    top_p: float = 0.95  # 1.0: off
+    min_p: float = 0.05  # 0.0: off
+    repeat_penalty: float = 1.0  # 1.0: off
+    repeat_last_n: int = 64
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+        self.recent: deque[int] = deque(maxlen=max(params.repeat_last_n, 0))
+
+    def accept(self, token: int) -> None:
+        """Record a token of the context (prompt or generated) for the repetition penalty."""
+        if self.recent.maxlen:
+            self.recent.append(token)
+
+    def sample(self, logits: np.ndarray) -> int:
+        p = self.params
+        logits = np.asarray(logits, dtype=np.float32)
+        if p.repeat_penalty != 1.0 and self.recent:
+            logits = apply_repeat_penalty(logits, np.fromiter(set(self.recent), dtype=np.int64), p.repeat_penalty)
+        if p.greedy:
+            return int(np.argmax(logits))
+        ids, vals = top_k(logits, p.top_k)
+        probs = softmax(vals)
+        keep = top_p_count(probs, p.top_p)
+        ids, vals = ids[:keep], vals[:keep]
+        if p.min_p > 0:
+            probs = softmax(vals)
+            mask = probs >= p.min_p * probs[0]
+            ids, vals = ids[mask], vals[mask]
+        probs = softmax(vals / np.float32(p.temperature))
+        return int(ids[self.rng.choice(len(ids), p=probs)])
+
+
+def apply_repeat_penalty(logits: np.ndarray, tokens: np.ndarray, penalty: float) -> np.ndarray:
+    """Make recently seen tokens less likely: divide positive logits by the penalty, multiply negative ones."""
+    out = logits.copy()
+    seen = out[tokens]
+    out[tokens] = np.where(seen > 0, seen / penalty, seen * penalty)
+    return out
+
+
+def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (ids, logits), best first; k <= 0 keeps every token."""
+    if 0 < k < logits.size:
+        ids = np.argpartition(-logits, k - 1)[:k]
+    else:
+        ids = np.arange(logits.size)
+    ids = ids[np.argsort(-logits[ids], kind="stable")]
+    return ids, logits[ids]
+
+
+def top_p_count(sorted_probs: np.ndarray, top_p: float) -> int:
+    """How many of the best tokens make up at least top_p of the probability mass."""
+    if top_p >= 1.0:
+        return sorted_probs.size
+    cumulative = np.cumsum(sorted_probs / sorted_probs.sum())
+    return int(np.searchsorted(cumulative, top_p) + 1)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()

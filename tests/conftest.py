@@ -1,0 +1,34 @@
+"""Shared test fixtures: the default model (Gemma 3 270M Q4_K_M, shipped in pieces as a PyPI package)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netboot.default_model import default_model_path as assemble_default_model
+from netboot.formats.gguf import read_gguf
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The default model's GGUF, assembled (and sha256-verified) once into the netboot cache."""
+    return assemble_default_model()
+
+
+@pytest.fixture(scope="session")
+def default_model_metadata(default_model_path: Path) -> dict[str, Any]:
+    """The default model's metadata dict, read once per session (checked against gguf's reader in test_gguf)."""
+    metadata, _, _ = read_gguf(default_model_path)
+    return metadata
+
+
+@pytest.fixture(scope="session")
+def default_model(default_model_path: Path):
+    """The default model loaded once per session: `netboot.LoadedModel`."""
+    import netboot
+
+    return netboot.load(default_model_path)
