@@ -139,7 +139,7 @@ def main() -> None:
     print(f"model: {args.model}; threads {args.threads}; prompt {len(ids)} tokens; decode {args.decode} tokens; "
           f"medians of {args.runs} runs")
     print(f"| {'metric':<14} | {'netboot':>10} | {'llama.cpp':>10} | {'netboot / llama.cpp':>19} |")
-    print(f"|{'-' * 16}|{'-' * 12}:|{'-' * 12}:|{'-' * 20}:|")
+    print(f"|{'-' * 16}|{'-' * 11}:|{'-' * 11}:|{'-' * 20}:|")
     for name, value, _higher_is_better in rows:
         ours, peer = value("netboot"), value("llama.cpp")
         print(f"| {name:<14} | {ours:>10.2f} | {peer:>10.2f} | {ours / peer:>18.3f}x |")

@@ -6,17 +6,35 @@
     print(netboot.Generation(loaded.model, loaded.tokenizer, ids, max_tokens=16).text())
 """
 
-from netboot.config import ModelConfig
-from netboot.errors import FormatError, NetbootError, UnsupportedError
-from netboot.formats import ModelFile, open_model
-from netboot.generate import Generation, GenerationStats
-from netboot.loader import LoadedModel, load
-from netboot.model import KVCache, Model
-from netboot.sampling import SamplingParams
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FormatError", "Generation", "GenerationStats", "KVCache", "LoadedModel", "Model", "ModelConfig", "ModelFile",
-    "NetbootError", "SamplingParams", "UnsupportedError", "load", "open_model",
-]
+# The public API, imported on first use: the CLI must set thread counts before numpy loads its BLAS.
+_EXPORTS = {
+    "ModelConfig": "netboot.config",
+    "FormatError": "netboot.errors",
+    "NetbootError": "netboot.errors",
+    "UnsupportedError": "netboot.errors",
+    "ModelFile": "netboot.formats",
+    "open_model": "netboot.formats",
+    "Generation": "netboot.generate",
+    "GenerationStats": "netboot.generate",
+    "LoadedModel": "netboot.loader",
+    "load": "netboot.loader",
+    "KVCache": "netboot.model",
+    "Model": "netboot.model",
+    "SamplingParams": "netboot.sampling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'netboot' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

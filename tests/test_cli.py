@@ -148,3 +148,65 @@ def test_entry_points(module, default_model_path):
                             check=False)
     assert result.returncode == 0, result.stderr
     assert "architecture: gemma3" in result.stdout
+
+
+# -- synthetic models through the command line -------------------------------------------------------------------
+
+
+def test_unsupported_architecture_is_named(tmp_path):
+    import numpy as np
+    from synthetic import SMALL, write_gguf_tensors
+
+    path = write_gguf_tensors(tmp_path / "mamba.gguf", SMALL, {"token_embd.weight": np.zeros((300, 64), np.float32)},
+                              arch="mamba")
+    assert_one_line_error(netboot("info", str(path)), "'mamba'", "not supported")
+
+
+def test_unsupported_tensor_type_is_named(tmp_path):
+    import numpy as np
+    from synthetic import SMALL, write_gguf_tensors
+
+    from netboot.ggml import GGMLType
+
+    raw = np.zeros((300, 84), np.uint8)  # any bytes: the type is refused before they are read
+    path = write_gguf_tensors(tmp_path / "q2k.gguf", SMALL, {"token_embd.weight": (GGMLType.Q2_K, raw)})
+    assert_one_line_error(netboot("run", str(path), "-p", "hi"), "Q2_K", "token_embd.weight")
+
+
+def test_llama2c_model_runs_with_its_tokenizer_bin(tmp_path):
+    import numpy as np
+    from synthetic import SMALL, byte_vocab, hf_llama, hf_logits, random_weights, write_llama2c, write_llama2c_tokenizer
+
+    weights = random_weights(SMALL, np.random.default_rng(5))
+    model = write_llama2c(tmp_path / "stories.bin", SMALL, weights)
+    write_llama2c_tokenizer(tmp_path / "tokenizer.bin", byte_vocab(SMALL.vocab))
+    result = netboot("run", str(model), "-p", "hello", "-n", "5", "--temperature", "0")
+    assert result.returncode == 0, result.stderr
+
+    import netboot as nb
+
+    loaded = nb.load(model)
+    ids = loaded.tokenizer.encode("hello")
+    reference = hf_llama(SMALL, weights)
+    expected = []
+    for _ in range(5):
+        expected.append(int(np.argmax(hf_logits(reference, ids + expected)[-1])))
+    assert result.stdout == loaded.tokenizer.decode(expected) + "\n"
+
+
+def test_safetensors_directory_info(tmp_path):
+    import numpy as np
+    from synthetic import SMALL, random_weights, write_safetensors
+
+    from netboot.ggml import GGMLType
+
+    write_safetensors(tmp_path / "hf", SMALL, random_weights(SMALL, np.random.default_rng(6)), GGMLType.BF16)
+    result = netboot("info", str(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr
+    assert "(safetensors" in result.stdout and "BF16" in result.stdout
+
+
+def test_cli_module_loads_numpy_only_after_thread_settings():
+    code = "import sys, netboot, netboot.cli; print('numpy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import mmap
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,35 @@ _SCALAR_DTYPES = {
     10: np.dtype("<u8"), 11: np.dtype("<i8"), 12: np.dtype("<f8"),
 }
 _BOOL, _STRING, _ARRAY = 7, 8, 9
+
+
+class StringArray(Sequence[str]):
+    """A GGUF string array (the vocabulary) kept as one bytes object plus offsets: strings are decoded on access,
+    so holding 262,144 of them costs their bytes, not a Python object each."""
+
+    def __init__(self, blob: bytes, starts: np.ndarray, lengths: np.ndarray):
+        self._blob = blob
+        self._starts = starts
+        self._lengths = lengths
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        start = int(self._starts[i])
+        return self._blob[start : start + int(self._lengths[i])].decode("utf-8", "replace")
+
+    def __iter__(self):
+        blob = self._blob
+        for start, n in zip(self._starts.tolist(), self._lengths.tolist(), strict=True):
+            yield blob[start : start + n].decode("utf-8", "replace")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class _Cursor:
@@ -80,30 +110,24 @@ class _Cursor:
     def value(self, vtype: int) -> Any:
         return self.array() if vtype == _ARRAY else self.scalar(vtype)
 
-    def _strings(self, count: int) -> list[str]:
-        # Walk a bytes copy of a window of the map: slicing bytes is far cheaper than slicing the mmap.
+    def _strings(self, count: int) -> StringArray:
+        """A string array's bounds, found by walking its length prefixes; the strings stay undecoded bytes."""
+        buf = self.buf
+        start = self.pos
         unpack = struct.Struct("<Q").unpack_from
-        out: list[str] = []
-        append = out.append
-        window = 1 << 20
-        while len(out) < count:
-            base = self.pos
-            data = bytes(self.buf[base : base + window])
-            pos, end = 0, len(data)
-            for _ in range(count - len(out)):
-                if pos + 8 > end:
-                    break
-                (n,) = unpack(data, pos)
-                if pos + 8 + n > end:
-                    break
-                append(data[pos + 8 : pos + 8 + n].decode("utf-8", "replace"))
-                pos += 8 + n
-            self.pos = base + pos
-            if len(out) < count:
-                if base + end >= len(self.buf):
-                    raise FormatError(f"{self.path}: GGUF string array runs past the end of the file")
-                window = max(window, 2 * (end - pos) + 16)
-        return out
+        starts = np.empty(count, dtype=np.int64)
+        lengths = np.empty(count, dtype=np.int64)
+        pos, end = start, len(buf)
+        for i in range(count):
+            if pos + 8 > end:
+                raise FormatError(f"{self.path}: GGUF string array runs past the end of the file")
+            (n,) = unpack(buf, pos)
+            starts[i], lengths[i] = pos + 8, n
+            pos += 8 + n
+            if pos > end:
+                raise FormatError(f"{self.path}: GGUF string array runs past the end of the file")
+        self.pos = pos
+        return StringArray(bytes(buf[start:pos]), starts - start, lengths)
 
     def _dtype(self, vtype: int) -> np.dtype:
         try:
