@@ -242,6 +242,13 @@ class _SpecialGroup:
             found.extend(entry for entry in self.entries if entry[1] in text)
 
 
+def _check_id(token_id: int, vocab_size: int) -> int:
+    token_id = int(token_id)
+    if not 0 <= token_id < vocab_size:
+        raise ValueError(f"token id {token_id} is out of range for a vocabulary of {vocab_size}")
+    return token_id
+
+
 def _meta_id(meta: Mapping[str, Any], key: str, default: int | None, n_tokens: int) -> int | None:
     if default is not None and default >= n_tokens:
         default = None
@@ -429,10 +436,7 @@ class SPMTokenizer:
         return bool(self._attrs[self._check(token_id)] & (_CONTROL | _UNKNOWN))
 
     def _check(self, token_id: int) -> int:
-        token_id = int(token_id)
-        if not 0 <= token_id < self.vocab_size:
-            raise ValueError(f"token id {token_id} is out of range for a vocabulary of {self.vocab_size}")
-        return token_id
+        return _check_id(token_id, self.vocab_size)
 
     # -- encoding --------------------------------------------------------------------------------------------
 
@@ -637,10 +641,7 @@ class Llama2cTokenizer:
         return token_id == self.eos_id or token_id == self.bos_id
 
     def _check(self, token_id: int) -> int:
-        token_id = int(token_id)
-        if not 0 <= token_id < self.vocab_size:
-            raise ValueError(f"token id {token_id} is out of range for a vocabulary of {self.vocab_size}")
-        return token_id
+        return _check_id(token_id, self.vocab_size)
 
     def encode(self, text: str, add_bos: bool | None = None, parse_special: bool = False) -> list[int]:
         """Token ids as run.c's ``encode(text, bos, eos=0)``; ``parse_special`` has no effect here."""
