@@ -1,0 +1,81 @@
+"""`netboot run`: generate text from a prompt."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from netboot.commands import fail
+
+
+def add_parser(sub) -> None:
+    run = sub.add_parser("run", help="generate text from a prompt")
+    run.add_argument("model", nargs="?", default=None, help="model file (GGUF, llama2.c .bin, SafeTensors); "
+                     "default: the packaged Gemma 3 270M")
+    run.add_argument("-p", "--prompt", required=True)
+    run.add_argument("-n", "--max-tokens", type=int, default=128, help="most new tokens to generate (default 128)")
+    run.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    run.add_argument("--top-k", type=int, default=40, help="0 = off (default 40)")
+    run.add_argument("--top-p", type=float, default=0.95, help="1 = off (default 0.95)")
+    run.add_argument("--min-p", type=float, default=0.05, help="0 = off (default 0.05)")
+    run.add_argument("--repeat-penalty", type=float, default=1.0, help="1 = off (default 1.0)")
+    run.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalty looks back over (default 64)")
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--stop", action="append", default=[], help="stop when this text is generated (repeatable)")
+    run.add_argument("--threads", type=int, default=None, help="threads for the matrix products (default: all cores)")
+    run.add_argument("--tokenizer", default=None, help="tokenizer file, when not beside or inside the model")
+    run.add_argument("--no-special", action="store_true", help="treat special-token text in the prompt as plain text")
+    run.add_argument("--stats", action="store_true", help="print prefill/decode tok/s and peak RSS to stderr")
+    run.set_defaults(handler=main)
+
+
+def _validate_sampling(args) -> str | None:
+    if args.max_tokens < 0:
+        return "-n/--max-tokens must not be negative"
+    if args.temperature < 0:
+        return "--temperature must not be negative"
+    if not 0.0 < args.top_p <= 1.0:
+        return "--top-p must be in (0, 1]"
+    if not 0.0 <= args.min_p <= 1.0:
+        return "--min-p must be in [0, 1]"
+    if args.repeat_penalty <= 0:
+        return "--repeat-penalty must be positive"
+    return None
+
+
+def main(args: argparse.Namespace) -> int:
+    problem = _validate_sampling(args)
+    if problem:
+        return fail(problem)
+    from netboot.generate import Generation
+    from netboot.loader import load
+    from netboot.sampling import SamplingParams
+
+    start = time.perf_counter()
+    loaded = load(args.model, args.tokenizer)
+    tokenizer = loaded.tokenizer
+    load_seconds = time.perf_counter() - start
+    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                            repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n, seed=args.seed)
+    ids = tokenizer.encode(args.prompt, parse_special=not args.no_special)
+    gen = Generation(loaded.model, tokenizer, ids, max_tokens=args.max_tokens, params=params, stop=args.stop)
+    for text in gen.stream():
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if args.stats:
+        _print_stats(gen.stats, load_seconds)
+    return 0
+
+
+def _print_stats(stats, load_seconds: float) -> None:
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"load: {load_seconds:.2f} s | prefill: {stats.prompt_tokens} tokens, {stats.prefill_tps:.1f} tok/s | "
+          f"decode: {stats.generated_tokens} tokens, {stats.decode_tps:.2f} tok/s | peak RSS: {peak_mb:.0f} MB | "
+          f"stop: {stats.stop_reason}", file=sys.stderr)
+
+
