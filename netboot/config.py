@@ -26,6 +26,9 @@ class ModelConfig:
     sliding_window: int | None = None
     rope_base_local: float = 10000.0
     rope_scale: float = 1.0  # linear RoPE scaling of the global (non-sliding) layers: positions divided by it
+    # Per-frequency RoPE divisors of the global (non-sliding) layers, head_dim / 2 of them (Llama 3.1's "llama3"
+    # scaling: GGUF's rope_freqs.weight): rotation frequency i becomes inv_freq[i] / factors[i]. None: all 1.
+    rope_freq_factors: tuple[float, ...] | None = None
     sliding_layers: list[bool] = field(default_factory=list)
     attn_scale: float | None = None  # None: 1 / sqrt(head_dim)
     embed_scale: float = 1.0  # Gemma scales token embeddings by sqrt(dim)

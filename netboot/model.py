@@ -7,6 +7,7 @@ another machine, or with weights streamed in one layer at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,8 +111,9 @@ class Model:
         sliding = c.is_sliding(layer)
         base = c.rope_base_local if sliding else c.rope_base
         scale = 1.0 if sliding else c.rope_scale
-        q = rope(q, positions / scale, base, c.rope_style)
-        k = rope(k, positions / scale, base, c.rope_style)
+        factors = None if sliding else c.rope_freq_factors
+        q = rope(q, positions / scale, base, c.rope_style, factors)
+        k = rope(k, positions / scale, base, c.rope_style, factors)
         keys, values = cache.store(layer, int(positions[0]), k.transpose(1, 0, 2), v.transpose(1, 0, 2))
 
         # Grouped-query attention: query heads are grouped by the key/value head they share.
@@ -140,10 +142,15 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return (x / np.sqrt(ms + np.float32(eps))) * weight
 
 
-def rope(x: np.ndarray, positions: np.ndarray, base: float, style: str) -> np.ndarray:
-    """Rotary position embedding of x (T, heads, head_dim) at `positions` (T,)."""
+def rope(
+    x: np.ndarray, positions: np.ndarray, base: float, style: str, factors: Sequence[float] | None = None
+) -> np.ndarray:
+    """Rotary position embedding of x (T, heads, head_dim) at `positions` (T,); `factors` (head_dim / 2) divide
+    the rotation frequencies (Llama 3.1's scaling, as llama.cpp's rope_freqs)."""
     d = x.shape[-1]
     inv_freq = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    if factors is not None:
+        inv_freq = inv_freq / np.asarray(factors, dtype=np.float64)
     angles = positions.astype(np.float64)[:, None] * inv_freq[None, :]  # (T, d/2)
     cos = np.cos(angles).astype(np.float32)[:, None, :]
     sin = np.sin(angles).astype(np.float32)[:, None, :]

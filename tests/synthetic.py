@@ -133,6 +133,26 @@ def _qk_heads(name: str, config: SynthConfig) -> int | None:
     return None
 
 
+def llama3_rope_factors(config: SynthConfig, scaling: dict[str, Any]) -> np.ndarray:
+    """Llama 3.1's RoPE scaling of `config`'s frequencies as float32 divisors, head_dim / 2 of them: what llama.cpp's
+    converter stores as rope_freqs.weight. Frequency by frequency, as Meta's reference scales them."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    original = scaling["original_max_position_embeddings"]
+    divisors = []
+    for i in range(config.head_dim // 2):
+        freq = 1.0 / config.rope_base ** (2 * i / config.head_dim)
+        wavelength = 2 * math.pi / freq
+        if wavelength < original / high:
+            scaled = freq
+        elif wavelength > original / low:
+            scaled = freq / factor
+        else:
+            smooth = (original / wavelength - low) / (high - low)
+            scaled = (1 - smooth) * freq / factor + smooth * freq
+        divisors.append(freq / scaled)
+    return np.array(divisors, dtype=np.float32)
+
+
 # -- GGUF -------------------------------------------------------------------------------------------------------
 
 
@@ -353,8 +373,9 @@ def write_safetensors(
 # -- Hugging Face references ------------------------------------------------------------------------------------
 
 
-def hf_llama(config: SynthConfig, weights: dict[str, np.ndarray]):
-    """transformers' LlamaForCausalLM (float32, eager attention) holding reference-order `weights`."""
+def hf_llama(config: SynthConfig, weights: dict[str, np.ndarray], rope_scaling: dict[str, Any] | None = None):
+    """transformers' LlamaForCausalLM (float32, eager attention) holding reference-order `weights`; `rope_scaling`
+    as config.json's (e.g. {"rope_type": "llama3", ...})."""
     import torch
     import transformers
 
@@ -364,6 +385,7 @@ def hf_llama(config: SynthConfig, weights: dict[str, np.ndarray]):
         num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, head_dim=c.head_dim,
         rms_norm_eps=c.norm_eps, rope_theta=c.rope_base, max_position_embeddings=c.seq_len,
         tie_word_embeddings=c.tied, attn_implementation="eager",
+        rope_scaling=dict(rope_scaling) if rope_scaling else None,  # a copy: transformers adds keys to it
     )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(hf_config).float().eval()

@@ -8,6 +8,7 @@ them (dequantized by gguf-py, not by netboot).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -26,8 +27,10 @@ from synthetic import (
     hf_llama_config,
     hf_logits,
     hf_name,
+    llama3_rope_factors,
     load_state,
     random_weights,
+    write_gguf,
     write_gguf_tensors,
     write_llama2c,
     write_llama2c_tokenizer,
@@ -52,12 +55,12 @@ PROMPT_LEN, DECODE_STEPS = 6, 4
 REL_TOL = 2e-5
 
 
-def run_netboot(file: ModelFile, seed: int = 0) -> tuple[list[int], np.ndarray]:
+def run_netboot(file: ModelFile, seed: int = 0, prompt_len: int = PROMPT_LEN) -> tuple[list[int], np.ndarray]:
     """Prompt in one pass, then DECODE_STEPS greedy tokens one at a time through the KV cache.
     Returns the tokens (prompt + generated) and the logits of every position, (len(tokens), vocab)."""
     model = Model(file.config, ResidentWeights(file.tensors))
     cache = model.new_cache()
-    prompt = [int(t) for t in np.random.default_rng(seed).integers(0, file.config.vocab_size, PROMPT_LEN)]
+    prompt = [int(t) for t in np.random.default_rng(seed).integers(0, file.config.vocab_size, prompt_len)]
     h = model.run_layers(model.embed(prompt), 0, file.config.n_layers, cache, 0)
     rows = [model.logits(h)]
     tokens = list(prompt)
@@ -68,16 +71,16 @@ def run_netboot(file: ModelFile, seed: int = 0) -> tuple[list[int], np.ndarray]:
     return tokens, np.concatenate(rows)
 
 
-def check_against(reference, file: ModelFile) -> float:
+def check_against(reference, file: ModelFile, prompt_len: int = PROMPT_LEN) -> float:
     """Compare netboot's logits and greedy tokens with the torch model `reference`; returns the relative error."""
-    tokens, logits = run_netboot(file)
+    tokens, logits = run_netboot(file, prompt_len=prompt_len)
     ref = hf_logits(reference, tokens)
     assert logits.shape == ref.shape == (len(tokens), file.config.vocab_size)
     scale = float(np.abs(ref).max())
     err = float(np.abs(logits - ref).max()) / scale
     assert err < REL_TOL, f"max |logit error| {err * scale:.3g} at logit scale {scale:.3g}"
-    greedy = [int(np.argmax(ref[i])) for i in range(PROMPT_LEN - 1, len(tokens) - 1)]
-    assert greedy == tokens[PROMPT_LEN:]
+    greedy = [int(np.argmax(ref[i])) for i in range(prompt_len - 1, len(tokens) - 1)]
+    assert greedy == tokens[prompt_len:]
     return err
 
 
@@ -281,6 +284,65 @@ def test_gemma3_older_config_layout(tmp_path):
     check_against(model, file)
 
 
+# -- Llama 3.1 RoPE scaling ("llama3") -------------------------------------------------------------------------
+
+# head_dim 16 at base 10000 (5000): wavelengths 2 pi * base^(i / 8) = 6.3, 20 (19), 63 (56), 199 (167), ... positions.
+# With an original context of 64, frequency 0 (under 64 / 4) is kept, 1 and 2 are blended, the rest (over 64 / 1)
+# divided by 8.
+LLAMA3_SCALING = {
+    "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
+LLAMA3_PROMPT_LEN = 40  # prompt and decode steps run to position 43
+
+
+def check_llama3(reference, file: ModelFile, expected: np.ndarray) -> float:
+    """The file's factors are `expected` (kept, blended and fully scaled frequencies all present), netboot matches
+    `reference` over a long prompt and decode steps, and would not without the factors."""
+    factors = np.array(file.config.rope_freq_factors)
+    np.testing.assert_allclose(factors, expected, rtol=1e-6)
+    factor = LLAMA3_SCALING["factor"]
+    assert factors.shape == (file.config.head_dim // 2,)
+    assert np.any(factors == 1.0) and np.any(factors == factor)
+    assert np.any((factors > 1.0) & (factors < factor))
+    err = check_against(reference, file, prompt_len=LLAMA3_PROMPT_LEN)
+    unscaled = dataclasses.replace(file, config=replace(file.config, rope_freq_factors=None))
+    tokens, logits = run_netboot(unscaled, prompt_len=LLAMA3_PROMPT_LEN)
+    ref = hf_logits(reference, tokens)
+    assert np.abs(logits - ref).max() / np.abs(ref).max() > 1000 * REL_TOL  # the test sees the scaling
+    return err
+
+
+@pytest.mark.parametrize("qtype", [GGMLType.F32, GGMLType.Q8_0], ids=lambda t: t.name)
+def test_gguf_llama3_rope_scaling(tmp_path, qtype):
+    config = SMALL
+    factors = llama3_rope_factors(config, LLAMA3_SCALING)
+    weights = random_weights(config, np.random.default_rng([15, int(qtype)]))
+    path = tmp_path / "llama31.gguf"
+    stored = write_gguf(path, config, {**weights, "rope_freqs.weight": factors}, qtype)
+    del stored["rope_freqs.weight"]
+    file = open_model(path)
+    assert file.tensors["rope_freqs.weight"].shape == (config.head_dim // 2,)
+    check_llama3(hf_llama(config, stored, LLAMA3_SCALING), file, factors)
+
+
+@pytest.mark.parametrize("layout", ["rope_scaling", "save_pretrained"])
+def test_safetensors_llama3_rope_scaling(tmp_path, layout):
+    """config.json as Llama 3.1 ships it (rope_scaling beside rope_theta), and as transformers' save_pretrained
+    writes it now (rope_parameters)."""
+    config = replace(SMALL, rope_base=5000.0)
+    weights = random_weights(config, np.random.default_rng(16))
+    if layout == "rope_scaling":
+        stored = write_safetensors(tmp_path, config, weights,
+                                   hf_config={**hf_llama_config(config), "rope_scaling": LLAMA3_SCALING})
+        reference = hf_llama(config, stored, LLAMA3_SCALING)
+    else:
+        reference = save_pretrained(hf_llama(config, weights, LLAMA3_SCALING), tmp_path, "float32")
+    file = open_model(tmp_path)
+    assert file.config.rope_base == 5000.0 and file.config.rope_scale == 1.0
+    check_llama3(reference, file, llama3_rope_factors(config, LLAMA3_SCALING))
+
+
 # -- errors -----------------------------------------------------------------------------------------------------
 
 
@@ -406,6 +468,16 @@ def test_gguf_unsupported_tensor_type(tmp_path):
     one_line_error(exc, path)
 
 
+@pytest.mark.parametrize("values", [np.ones(5, np.float32), np.array([1, 2, 0, 8, 8, 8, 8, 8], np.float32)],
+                         ids=["length", "zero"])
+def test_gguf_bad_rope_freqs(tmp_path, values):
+    path = tmp_path / "freqs.gguf"
+    write_gguf_tensors(path, SMALL, {"token_embd.weight": np.zeros((300, 64), np.float32), "rope_freqs.weight": values})
+    with pytest.raises(FormatError, match="rope_freqs.weight") as exc:
+        open_model(path)
+    one_line_error(exc, path)
+
+
 @pytest.fixture
 def small_hf(tmp_path) -> Path:
     config = replace(SMALL, tied=True)
@@ -431,6 +503,35 @@ def test_safetensors_unsupported_dtype(tmp_path):
     with pytest.raises(UnsupportedError, match="F64") as exc:
         open_model(tmp_path)
     one_line_error(exc, tmp_path / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "rope_scaling, error, what",
+    [
+        ({"rope_type": "yarn", "factor": 4.0}, UnsupportedError, "'yarn'"),
+        ({**LLAMA3_SCALING, "original_max_position_embeddings": None}, FormatError, "original_max_position_embeddings"),
+        ({**LLAMA3_SCALING, "high_freq_factor": 1.0}, FormatError, "low_freq_factor < high_freq_factor"),
+    ],
+)
+def test_safetensors_bad_rope_scaling(small_hf, rope_scaling, error, what):
+    config = json.loads((small_hf / "config.json").read_text())
+    (small_hf / "config.json").write_text(json.dumps({**config, "rope_scaling": rope_scaling}))
+    with pytest.raises(error, match=what) as exc:
+        open_model(small_hf)
+    one_line_error(exc, small_hf / "config.json")
+
+
+def test_gemma3_llama3_rope_scaling_is_refused(tmp_path):
+    hf_config = gemma3_config(num_hidden_layers=2, layer_types=None, sliding_window_pattern=2)
+    model = hf_gemma3(hf_config, seed=17)
+    write_safetensors_file(tmp_path / "model.safetensors",
+                           {name: p.detach().numpy() for name, p in model.named_parameters()}, GGMLType.F32)
+    old = {k: v for k, v in hf_config.items() if v is not None}
+    config = {"architectures": ["Gemma3ForCausalLM"], **old, "rope_scaling": LLAMA3_SCALING}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedError, match="llama3") as exc:
+        open_model(tmp_path)
+    one_line_error(exc, tmp_path / "config.json")
 
 
 def test_safetensors_missing_config(small_hf):

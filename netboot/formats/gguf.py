@@ -221,8 +221,19 @@ def _config(path: Path, meta: dict[str, Any], tensors: dict[str, QTensor]) -> Mo
         arch=arch, n_layers=n_layers, dim=dim, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
         ffn_dim=int(key("feed_forward_length")), vocab_size=tensors["token_embd.weight"].shape[0],
         context_length=int(key("context_length", 2048)), norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_base=float(key("rope.freq_base", 10000.0)),
+        rope_base=float(key("rope.freq_base", 10000.0)), rope_freq_factors=None,
     )
+    # llama.cpp's rope_freqs.weight (Llama 3.1's RoPE scaling): one divisor per rotation frequency.
+    freqs = tensors.get("rope_freqs.weight")
+    if freqs is not None:
+        factors = freqs.dequantize().reshape(-1).astype(np.float64)
+        if factors.size != head_dim // 2:
+            raise FormatError(
+                f"{path}: rope_freqs.weight has {factors.size} values, expected head_dim / 2 = {head_dim // 2}"
+            )
+        if not np.all(np.isfinite(factors) & (factors > 0)):
+            raise FormatError(f"{path}: rope_freqs.weight holds values that are not positive finite numbers")
+        common["rope_freq_factors"] = tuple(factors.tolist())
     if arch == "llama":
         return ModelConfig(**common, rope_style="interleaved")
     # Gemma 3: 27B scales queries by dim / n_heads, the others by head_dim (query_pre_attn_scalar).

@@ -197,16 +197,46 @@ def _canonical_tensors(raw: dict[str, tuple], family: str) -> dict[str, QTensor]
     return tensors
 
 
-def _rope_params(config_path: Path, section: dict[str, Any] | None, default_theta: float) -> tuple[float, float]:
-    """(theta, linear scaling factor) of a rope_parameters / rope_scaling section; other scalings are refused."""
+def _rope_params(
+    config_path: Path, section: dict[str, Any] | None, default_theta: float, head_dim: int
+) -> tuple[float, float, tuple[float, ...] | None]:
+    """(theta, linear scaling factor, per-frequency divisors or None) of a rope_parameters / rope_scaling section;
+    other scalings are refused."""
     section = section or {}
     kind = section.get("rope_type", section.get("type", "default"))
     theta = float(section.get("rope_theta", default_theta))
     if kind == "default":
-        return theta, 1.0
+        return theta, 1.0, None
     if kind == "linear":
-        return theta, float(section.get("factor", 1.0))
-    raise UnsupportedError(f"{config_path}: RoPE scaling {kind!r} is not supported (default and linear are)")
+        return theta, float(section.get("factor", 1.0)), None
+    if kind == "llama3":
+        return theta, 1.0, _llama3_factors(config_path, section, theta, head_dim)
+    raise UnsupportedError(f"{config_path}: RoPE scaling {kind!r} is not supported (default, linear and llama3 are)")
+
+
+def _llama3_factors(config_path: Path, section: dict[str, Any], theta: float, head_dim: int) -> tuple[float, ...]:
+    """Llama 3.1's RoPE scaling as one divisor per rotation frequency (what llama.cpp stores as rope_freqs.weight).
+
+    Frequencies whose wavelength is under original_max_position_embeddings / high_freq_factor are kept, those over
+    original_max_position_embeddings / low_freq_factor are divided by `factor`, and those between are blended:
+    (1 - s) * f / factor + s * f, with s rising linearly in original_max_position_embeddings / wavelength from 0 at
+    low_freq_factor to 1 at high_freq_factor."""
+    names = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    missing = [name for name in names if section.get(name) is None]
+    if missing:
+        raise FormatError(f"{config_path}: llama3 RoPE scaling without {', '.join(missing)}")
+    factor, low, high, original = (float(section[name]) for name in names)
+    if not (factor > 0 and 0 < low < high and original > 0):
+        raise FormatError(
+            f"{config_path}: llama3 RoPE scaling needs factor > 0 and 0 < low_freq_factor < high_freq_factor, "
+            f"original_max_position_embeddings > 0 (got {factor}, {low}, {high}, {original})"
+        )
+    inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (original / wavelen - low) / (high - low)
+    blended = 1.0 / ((1 - smooth) / factor + smooth)
+    divisors = np.where(wavelen < original / high, 1.0, np.where(wavelen > original / low, factor, blended))
+    return tuple(divisors.tolist())
 
 
 def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[str, QTensor]) -> ModelConfig:
@@ -241,11 +271,12 @@ def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[st
             raise UnsupportedError(f"{config_path}: activation {act!r} is not supported for Llama (silu is)")
         section = dict(rope) if isinstance(rope, dict) else {**(hf.get("rope_scaling") or {})}
         section.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
-        theta, factor = _rope_params(config_path, section, 10000.0)
+        theta, factor, freq_factors = _rope_params(config_path, section, 10000.0, common["head_dim"])
         if factor != 1.0:
             raise UnsupportedError(f"{config_path}: linear RoPE scaling is not supported for Llama")
         return ModelConfig(
-            arch="llama", **common, norm_eps=float(hf.get("rms_norm_eps", 1e-6)), rope_base=theta, rope_style="halves"
+            arch="llama", **common, norm_eps=float(hf.get("rms_norm_eps", 1e-6)), rope_base=theta, rope_style="halves",
+            rope_freq_factors=freq_factors,
         )
 
     # Gemma 3 (text)
@@ -262,10 +293,12 @@ def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[st
     else:
         full = {**(hf.get("rope_scaling") or {}), "rope_theta": hf.get("rope_theta", 1_000_000.0)}
         local = {"rope_theta": hf.get("rope_local_base_freq", 10000.0)}
-    theta, factor = _rope_params(config_path, full, 1_000_000.0)
-    local_theta, local_factor = _rope_params(config_path, local, 10000.0)
-    if local_factor != 1.0:
+    theta, factor, freq_factors = _rope_params(config_path, full, 1_000_000.0, common["head_dim"])
+    local_theta, local_factor, local_freq_factors = _rope_params(config_path, local, 10000.0, common["head_dim"])
+    if local_factor != 1.0 or local_freq_factors is not None:
         raise UnsupportedError(f"{config_path}: RoPE scaling of the sliding-window layers is not supported")
+    if freq_factors is not None:
+        raise UnsupportedError(f"{config_path}: llama3 RoPE scaling is not supported for Gemma 3")
     n_layers = common["n_layers"]
     layer_types = hf.get("layer_types")
     if layer_types:
