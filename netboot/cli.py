@@ -10,12 +10,15 @@ import sys
 
 from netboot.commands import fail
 
-COMMANDS = ("run", "info")
+COMMANDS = ("demo", "run", "info", "serve", "pull", "cache")
 
 USAGE_EXAMPLES = """examples:
   netboot run -p "The capital of France is"          (the default model, Gemma 3 270M)
   netboot run model.gguf -p "Once upon a time" -n 64 --temperature 0
   netboot info model.gguf
+  netboot run http://host:8080/model.gguf -p "Hello"   (boot over HTTP: fetched once into ~/.cache/netboot)
+  netboot pull http://host:8080/model.gguf            (fetch into the cache, print the local path)
+  netboot cache ls
 """
 
 

@@ -1,9 +1,12 @@
-"""From a model reference (path, or none for the default model) to a ready `Model` and its tokenizer."""
+"""From a model reference (a path, an http(s):// URL, or none for the default model) to a ready `Model` and its
+tokenizer."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netboot.formats import ModelFile, open_model
 from netboot.model import Model
@@ -20,15 +23,47 @@ class LoadedModel:
         return self.file.tokenizer
 
 
-def resolve(ref: str | Path | None) -> Path:
+def _is_url(ref: Any) -> bool:
+    return isinstance(ref, str) and ref.lower().startswith(("http://", "https://"))
+
+
+def resolve(ref: str | Path | None, **network: Any) -> Path:
+    """The local path of a model: the default model, a path as given, or a URL fetched into the cache."""
     if ref is None or str(ref) == "default":
         from netboot.default_model import default_model_path
 
         return default_model_path()
+    if _is_url(ref) or network.get("fallbacks"):
+        from netboot.remote.fetch import FetchOptions, fetch_model
+
+        return fetch_model(ref, None, FetchOptions(**{**network, "no_disk": False})).path
     return Path(ref)
 
 
-def load(ref: str | Path | None = None, tokenizer: str | Path | None = None) -> LoadedModel:
-    """Open a model without copying its weights: every tensor stays a view of the file."""
-    file = open_model(resolve(ref), tokenizer)
+def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **network: Any) -> ModelFile:
+    """Open a model by path or URL. `network` are `netboot.remote.fetch.FetchOptions` fields (cache_dir, sha256,
+    connections, timeout, retries, progress, no_disk, fallbacks); they matter only for URLs and fallbacks."""
+    if ref is None or not (_is_url(ref) or _is_url(tokenizer) or network.get("fallbacks")):
+        return open_model(resolve(ref), tokenizer)
+    from netboot.remote.fetch import FetchOptions, fetch_model
+
+    fetched = fetch_model(ref, tokenizer, FetchOptions(**network))
+    try:
+        file = open_model(fetched.path, fetched.tokenizer)
+        if fetched.scratch is not None and file.tokenizer_loader is not None:
+            file.tokenizer  # noqa: B018 - read its files before their names in /dev/shm go
+    except BaseException:
+        fetched.close_memory()
+        raise
+    finally:
+        fetched.release()
+    if fetched.memory:
+        weakref.finalize(file, fetched.close_memory)  # the memfds live as long as the model
+    return file
+
+
+def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, **network: Any) -> LoadedModel:
+    """Open a model without copying its weights: every tensor stays a view of the file (or of the memory a
+    `no_disk=True` boot received it into). `ref` may be an http(s):// URL; see `open_ref` for `network`."""
+    file = open_ref(ref, tokenizer, **network)
     return LoadedModel(file, Model(file.config, ResidentWeights(file.tensors)))

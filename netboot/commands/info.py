@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 
+from netboot.remote.options import add_network_arguments, network_options
+
 
 def add_parser(sub) -> None:
     info = sub.add_parser("info", help="describe a model file: architecture, tensors, layer byte ranges, tokenizer")
     info.add_argument("model", nargs="?", default=None)
     info.add_argument("--tokenizer", default=None)
     info.add_argument("--json", action="store_true", help="print the description as JSON")
+    add_network_arguments(info)
     info.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from netboot.formats import open_model
     from netboot.info import describe, render
-    from netboot.loader import resolve
+    from netboot.loader import open_ref
 
-    file = open_model(resolve(args.model), args.tokenizer)
+    file = open_ref(args.model, args.tokenizer, **network_options(args))
     report = describe(file)
     if args.json:
         import json

@@ -7,12 +7,13 @@ import sys
 import time
 
 from netboot.commands import fail
+from netboot.remote.options import add_network_arguments, network_options
 
 
 def add_parser(sub) -> None:
     run = sub.add_parser("run", help="generate text from a prompt")
-    run.add_argument("model", nargs="?", default=None, help="model file (GGUF, llama2.c .bin, SafeTensors); "
-                     "default: the packaged Gemma 3 270M")
+    run.add_argument("model", nargs="?", default=None, help="model file (GGUF, llama2.c .bin, SafeTensors) or its "
+                     "http(s):// URL; default: the packaged Gemma 3 270M")
     run.add_argument("-p", "--prompt", required=True)
     run.add_argument("-n", "--max-tokens", type=int, default=128, help="most new tokens to generate (default 128)")
     run.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
@@ -24,9 +25,10 @@ def add_parser(sub) -> None:
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--stop", action="append", default=[], help="stop when this text is generated (repeatable)")
     run.add_argument("--threads", type=int, default=None, help="threads for the matrix products (default: all cores)")
-    run.add_argument("--tokenizer", default=None, help="tokenizer file, when not beside or inside the model")
+    run.add_argument("--tokenizer", default=None, help="tokenizer file or URL, when not beside or inside the model")
     run.add_argument("--no-special", action="store_true", help="treat special-token text in the prompt as plain text")
     run.add_argument("--stats", action="store_true", help="print prefill/decode tok/s and peak RSS to stderr")
+    add_network_arguments(run)
     run.set_defaults(handler=main)
 
 
@@ -53,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     from netboot.sampling import SamplingParams
 
     start = time.perf_counter()
-    loaded = load(args.model, args.tokenizer)
+    loaded = load(args.model, args.tokenizer, **network_options(args))
     tokenizer = loaded.tokenizer
     load_seconds = time.perf_counter() - start
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,

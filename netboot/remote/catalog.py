@@ -1,0 +1,115 @@
+"""A model server's catalog: `GET {origin}/models` -> {"models": [entry, ...]}, entry = {"name", "url", "format",
+"architecture", "n_layers", "size", "sha256", "files": [{"path", "url", "size", "sha256", "etag"}], "tokenizer",
+"layers", "globals"}. netboot's own server has one; nginx or `python -m http.server` do not (then the URL alone
+says what to fetch, and nothing but --sha256 pins the bytes)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
+
+from netboot.remote.urls import origin
+
+_lock = threading.Lock()
+_catalogs: dict[str, list[dict] | None] = {}  # origin -> entries (None: the server has no catalog)
+
+
+@dataclass
+class CatalogFile:
+    url: str
+    path: str
+    size: int | None
+    sha256: str | None
+
+
+@dataclass
+class CatalogModel:
+    url: str
+    files: list[CatalogFile]
+    main: CatalogFile | None  # the file the URL names (None for a directory URL)
+    tokenizer: CatalogFile | str | None
+
+
+def _key(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return unquote(parts.path), parts.query
+
+
+def fetch_catalog(client: httpx.Client, url: str) -> list[dict] | None:
+    """The origin's catalog entries, asked once per process and origin; None when there is none (any answer but a
+    200 with the JSON shape above) or the server could not be asked."""
+    org = origin(url)
+    with _lock:
+        if org in _catalogs:
+            return _catalogs[org]
+    try:
+        response = client.get(org + "/models", headers={"Accept": "application/json"})
+    except httpx.HTTPError:
+        return None  # not remembered: the file request will say what is wrong
+    entries = None
+    if response.status_code == 200:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("models"), list):
+            entries = [e for e in data["models"] if isinstance(e, dict)]
+    with _lock:
+        _catalogs[org] = entries
+    return entries
+
+
+def _file(base: str, f: dict) -> CatalogFile | None:
+    if not isinstance(f, dict) or not f.get("url"):
+        return None
+    url = urljoin(base, str(f["url"]))
+    size = f.get("size")
+    sha = f.get("sha256")
+    return CatalogFile(url, str(f.get("path") or unquote(urlsplit(url).path.rsplit("/", 1)[-1])),
+                       int(size) if isinstance(size, int) else None,
+                       sha.lower() if isinstance(sha, str) and len(sha) == 64 else None)
+
+
+def find(entries: list[dict] | None, url: str) -> CatalogModel | None:
+    """The catalog's model for `url`: the entry whose url it is, or the entry one of whose files it is."""
+    if not entries:
+        return None
+    base = origin(url) + "/models"
+    want = _key(url)
+    for by_file in (False, True):
+        for e in entries:
+            files = [f for f in (_file(base, f) for f in e.get("files") or []) if f is not None]
+            eurl = urljoin(base, str(e.get("url") or ""))
+            main = None
+            if not by_file:
+                if not e.get("url") or _key(eurl) != want:
+                    continue
+                main = next((f for f in files if _key(f.url) == want), None)
+                if main is None and not want[0].endswith("/"):
+                    if not files:  # an entry without a file list: the URL is the file
+                        files = [CatalogFile(eurl, eurl.rsplit("/", 1)[-1], e.get("size"), e.get("sha256"))]
+                    main = files[0] if len(files) == 1 else None
+            else:
+                main = next((f for f in files if _key(f.url) == want), None)
+                if main is None:
+                    continue
+            tok = e.get("tokenizer")
+            tokenizer = None
+            if isinstance(tok, str) and tok:
+                tok_url = urljoin(base, tok)
+                tokenizer = next((f for f in files if _key(f.url) == _key(tok_url)), None) or _lookup_file(
+                    entries, base, tok_url) or tok_url
+            return CatalogModel(eurl, files, main, tokenizer)
+    return None
+
+
+def _lookup_file(entries: list[dict], base: str, url: str) -> CatalogFile | None:
+    for e in entries:
+        for f in e.get("files") or []:
+            cf = _file(base, f)
+            if cf is not None and _key(cf.url) == _key(url):
+                return cf
+    return None

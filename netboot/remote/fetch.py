@@ -1,0 +1,400 @@
+"""A whole model from a URL: the files it needs, each from the cache or the network, verified; fallbacks when the
+source fails; or (no_disk) every file straight into memory.
+
+    fetched = fetch_model("http://host:8080/stories15M.bin", options=FetchOptions(cache_dir=...))
+    open_model(fetched.path, fetched.tokenizer)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netboot.errors import NetbootError
+from netboot.remote import catalog as catalog_mod
+from netboot.remote.cache import Cache
+from netboot.remote.download import MemorySink, Transfer
+from netboot.remote.http import IntegrityError, RemoteError, Settings, make_client
+from netboot.remote.progress import Progress
+from netboot.remote.urls import (
+    check_url,
+    dir_url,
+    file_name,
+    is_dir_url,
+    is_url,
+    local_dir,
+    relative_to,
+    safe_relpath,
+    shown,
+    sibling,
+)
+
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+@dataclass
+class FetchOptions:
+    """cache_dir: the cache root (default `netboot.default_model.cache_dir()`); sha256: the model file's expected
+    digest; connections: parallel ranged connections per file; timeout: seconds to connect, and the longest wait for
+    data; retries: retries of a failed transfer (with backoff); progress: "auto" | "on" | "off"; no_disk: fetch into
+    memory, write nothing; fallbacks: paths or URLs tried in order when the source fails."""
+
+    cache_dir: str | Path | None = None
+    sha256: str | None = None
+    connections: int = 4
+    timeout: float = 30.0
+    retries: int = 3
+    progress: str = "auto"
+    no_disk: bool = False
+    fallbacks: Sequence[str] = ()
+
+    def __post_init__(self):
+        if self.sha256 is not None and not _SHA256.match(self.sha256):
+            raise NetbootError(f"--sha256 must be 64 hex digits, not {self.sha256!r}")
+        if not 1 <= self.connections <= 64:
+            raise NetbootError("--connections must be between 1 and 64")
+        if not self.timeout > 0:
+            raise NetbootError("--timeout must be positive")
+        if self.retries < 0:
+            raise NetbootError("--retries must not be negative")
+        if self.progress not in ("auto", "on", "off"):
+            raise NetbootError(f"progress must be auto, on or off, not {self.progress!r}")
+        self.fallbacks = tuple(self.fallbacks or ())
+
+    def settings(self) -> Settings:
+        return Settings(timeout=self.timeout, retries=self.retries, connections=self.connections)
+
+
+@dataclass
+class Fetched:
+    """Local paths for a model: `path` (a file or a directory) and `tokenizer` (None: beside or inside the model).
+    With no_disk, the files are memfds and `path` is /proc/<pid>/fd/N or a directory of symlinks to them in
+    /dev/shm (RAM) that `release()` removes once the model is open."""
+
+    path: Path
+    tokenizer: Path | str | None
+    source: str
+    memory: list[MemorySink] = field(default_factory=list)
+    scratch: Path | None = None
+
+    def release(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    def close_memory(self) -> None:
+        for sink in self.memory:
+            sink.close()
+        self.memory = []
+
+
+@dataclass
+class _Spec:
+    url: str
+    rel: str  # local name, relative to the model's directory
+    sha256: str | None = None
+    size: int | None = None
+    optional: bool = False  # absent on the server (404/410) is fine
+
+
+def note(message: str) -> None:
+    print(f"netboot: {message}", file=sys.stderr, flush=True)
+
+
+def fetch_model(ref: str | Path, tokenizer: str | Path | None = None, options: FetchOptions | None = None) -> Fetched:
+    """Local paths for the model `ref` (a URL or a path), trying `options.fallbacks` in order when it fails."""
+    options = options or FetchOptions()
+    sources = [str(ref), *options.fallbacks]
+    failures: list[str] = []
+    for source in sources:
+        try:
+            fetched = _fetch_source(source, tokenizer, options)
+        except NetbootError as exc:
+            if len(sources) == 1:
+                raise
+            reason = exc.reason if isinstance(exc, RemoteError) and exc.url == source else str(exc)
+            failures.append(f"{shown(source)} failed ({reason})")
+            continue
+        if failures:  # one line, once the fallback worked (when none does, the error says it all)
+            note(f"{'; '.join(failures)}; using fallback {shown(source)}")
+        return fetched
+    raise NetbootError("; ".join(failures))
+
+
+def _fetch_source(source: str, tokenizer: str | Path | None, options: FetchOptions) -> Fetched:
+    if not is_url(source):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise NetbootError(f"model not found: {path}")
+        tok = tokenizer
+        if is_url(tokenizer):
+            with _Remote(options) as remote:
+                tok = remote.tokenizer(str(tokenizer))
+                return Fetched(path, tok, source, remote.memory, remote.scratch_dir())
+        return Fetched(path, tok, source)
+    check_url(source)
+    with _Remote(options) as remote:
+        return remote.model(source, str(tokenizer) if tokenizer is not None else None)
+
+
+class _Remote:
+    """One attempt at one URL source: a client, the cache (or memory), and what was fetched."""
+
+    def __init__(self, options: FetchOptions):
+        self.options = options
+        self.settings = options.settings()
+        self.cache = None if options.no_disk else Cache(options.cache_dir)
+        self.client = make_client(self.settings)
+        self.memory: list[MemorySink] = []
+        self.got: dict[str, str] = {}  # rel -> memfd path (no_disk)
+        self._scratch: Path | None = None
+
+    def __enter__(self) -> _Remote:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.client.close()
+        if exc is not None:
+            for sink in self.memory:
+                sink.close()
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+
+    # -- a model -------------------------------------------------------------------------------------------------
+
+    def model(self, url: str, tokenizer: str | None) -> Fetched:
+        try:
+            return self._model(url, tokenizer)
+        except RemoteError as exc:
+            if exc.unreachable and self.cache is not None:
+                cached = self.cache.cached_model(url)
+                if cached is not None:
+                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cached.get("last_used", 0)))
+                    note(f"{shown(url)} unreachable ({exc.reason}); using the cached copy (last used {when})")
+                    tok = self.cache.root / cached["tokenizer"] if cached.get("tokenizer") else tokenizer
+                    return Fetched(self.cache.root / cached["path"], None if is_url(tok) else tok, url)
+            raise
+
+    def _model(self, url: str, tokenizer: str | None) -> Fetched:
+        sha = self.options.sha256.lower() if self.options.sha256 else None
+        if sha and is_dir_url(url):
+            raise NetbootError(f"--sha256 names one file's bytes; {shown(url)} is a directory")
+        model = catalog_mod.find(catalog_mod.fetch_catalog(self.client, url), url)
+        specs_done: list[_Spec] = []
+        local = local_dir(url)
+
+        def get(spec: _Spec) -> str | None:
+            path = self.file(spec, f"{local}/{spec.rel}")
+            if path is not None:
+                specs_done.append(spec)
+            return path
+
+        tok_spec: _Spec | None = None
+        if model is not None:
+            base = dir_url(model.url)
+            local = local_dir(base)
+
+            def rel(f) -> str:  # the name under the model's directory: from its URL, else the catalog's path
+                return safe_relpath(relative_to(f.url, base) or f.path)
+
+            for f in model.files:
+                main = model.main is not None and f.url == model.main.url
+                get(_Spec(f.url, rel(f), (sha if main else None) or f.sha256, f.size))
+            main_rel = rel(model.main) if model.main is not None else ""
+            if tokenizer is None and model.tokenizer is not None:
+                t = model.tokenizer
+                if isinstance(t, str):
+                    tok_spec = _Spec(t, file_name(t))
+                elif not any(f.url == t.url for f in model.files):
+                    tok_spec = _Spec(t.url, file_name(t.url), t.sha256, t.size)
+        elif is_dir_url(url):
+            main_rel = ""
+            get(_Spec(sibling(url, "config.json"), "config.json"))
+            if tokenizer is None:
+                get(_Spec(sibling(url, "tokenizer.json"), "tokenizer.json", optional=True))
+                get(_Spec(sibling(url, "tokenizer_config.json"), "tokenizer_config.json", optional=True))
+            index = get(_Spec(sibling(url, SAFETENSORS_INDEX), SAFETENSORS_INDEX, optional=True))
+            if index is not None:
+                for shard in _shards(index, url):
+                    get(_Spec(sibling(url, shard), safe_relpath(shard)))
+            else:
+                get(_Spec(sibling(url, "model.safetensors"), "model.safetensors"))
+        else:
+            main_rel = file_name(url)
+            path = get(_Spec(url, main_rel, sha))
+            if main_rel.endswith(".safetensors"):
+                get(_Spec(sibling(url, "config.json"), "config.json"))
+                if tokenizer is None:
+                    get(_Spec(sibling(url, "tokenizer.json"), "tokenizer.json", optional=True))
+                    get(_Spec(sibling(url, "tokenizer_config.json"), "tokenizer_config.json", optional=True))
+            elif main_rel.endswith(".bin") and tokenizer is None and not _is_gguf(path):
+                get(_Spec(sibling(url, "tokenizer.bin"), "tokenizer.bin", optional=True))
+
+        tok_path: Path | str | None = None
+        if tokenizer is not None:
+            tok_path = self.tokenizer(tokenizer) if is_url(tokenizer) else tokenizer
+        elif tok_spec is not None:
+            tok_path = self._tokenizer_spec(tok_spec)
+
+        if self.cache is not None:
+            path = self.cache.files / local / main_rel if main_rel else self.cache.files / local
+            fetched_tok = tok_path is not None and str(tok_path).startswith(str(self.cache.root))
+            self.cache.record_model(url, path, [s.url for s in specs_done], Path(tok_path) if fetched_tok else None)
+            return Fetched(path, tok_path, url)
+        if main_rel and len(self.got) == 1 and tok_path is None and _is_gguf(self.got[main_rel]):
+            return Fetched(Path(self.got[main_rel]), None, url, self.memory)  # /proc/<pid>/fd/N itself
+        scratch = self.scratch_dir()
+        path = scratch / main_rel if main_rel else scratch
+        return Fetched(path, tok_path, url, self.memory, scratch)
+
+    def tokenizer(self, url: str) -> Path | str:
+        check_url(url)
+        return self._tokenizer_spec(_Spec(url, file_name(url)))
+
+    def _tokenizer_spec(self, spec: _Spec) -> Path | str:
+        local = local_dir(spec.url)
+        if self.cache is None:
+            spec.rel = f"tokenizer/{spec.rel}"
+        path = self.file(spec, f"{local}/{spec.rel}")
+        if spec.rel.endswith(".json"):
+            name = "tokenizer_config.json"
+            rel = f"tokenizer/{name}" if self.cache is None else name
+            self.file(_Spec(sibling(spec.url, name), rel, optional=True), f"{local}/{name}")
+        if self.cache is None:
+            return self.scratch_dir() / spec.rel
+        return path
+
+    def scratch_dir(self) -> Path | None:
+        """A directory of symlinks to the memfds, under the model's own file names (the readers go by names)."""
+        if not self.got:
+            return None
+        if self._scratch is None:
+            if not os.path.isdir("/dev/shm"):
+                raise NetbootError("--no-disk needs /dev/shm (RAM) for a model of several files")
+            self._scratch = Path(tempfile.mkdtemp(prefix="netboot-", dir="/dev/shm"))
+        for rel, target in self.got.items():
+            link = self._scratch / rel
+            if not link.is_symlink():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(target, link)
+        return self._scratch
+
+    # -- a file --------------------------------------------------------------------------------------------------
+
+    def file(self, spec: _Spec, local: str) -> str | None:
+        """The file at spec.url, locally (a path in the cache's files/ tree, or a memfd path). None when optional
+        and absent."""
+        if self.cache is None:
+            return self._memory_file(spec)
+        return self._disk_file(spec, self.cache.files / local)
+
+    def _progress(self, spec: _Spec) -> Progress:
+        return Progress(spec.rel.rsplit("/", 1)[-1], self.options.progress)
+
+    def _memory_file(self, spec: _Spec) -> str | None:
+        sink = MemorySink(spec.rel.rsplit("/", 1)[-1], spec.url)
+        progress = self._progress(spec)
+        try:
+            Transfer(self.client, spec.url, sink, self.settings, progress, spec.size, spec.sha256).run()
+        except BaseException as exc:
+            progress.close(False)
+            sink.close()
+            if isinstance(exc, RemoteError) and spec.optional and exc.status in (404, 410):
+                return None
+            raise
+        progress.close(True)
+        self.memory.append(sink)
+        self.got[spec.rel] = sink.path
+        return sink.path
+
+    def _disk_file(self, spec: _Spec, target: Path) -> str | None:
+        cache = self.cache
+        if spec.sha256 and cache.has_blob(spec.sha256, spec.size):
+            return str(self._hit(spec, target, cache.entry(spec.url), spec.sha256))
+        def waiting() -> None:
+            if self._progress(spec).kind != "off":
+                note(f"waiting for another netboot process downloading {shown(spec.url)}")
+
+        with cache.download_lock(spec.url, waiting):
+            entry = cache.entry(spec.url)
+            if spec.sha256 and cache.has_blob(spec.sha256, spec.size):  # another process just fetched it
+                return str(self._hit(spec, target, entry, spec.sha256))
+            if entry is not None and spec.sha256 and entry["sha256"] != spec.sha256:
+                entry = None  # the cached copy is not the version asked for
+            cached = (entry.get("etag"), entry.get("last_modified"), entry["size"]) if entry else None
+            sink = cache.part(spec.url)
+            progress = self._progress(spec)
+            try:
+                outcome = Transfer(self.client, spec.url, sink, self.settings, progress, spec.size, spec.sha256,
+                                   cached).run()
+            except IntegrityError:
+                progress.close(False)
+                sink.remove()  # the bad bytes go
+                raise
+            except BaseException as exc:
+                progress.close(False)
+                sink.close()
+                if isinstance(exc, RemoteError) and spec.optional and exc.status in (404, 410):
+                    sink.remove()
+                    return None
+                raise
+            progress.close(True)
+            if outcome.not_modified:
+                sink.remove()
+                return str(self._hit(spec, target, entry, entry["sha256"], outcome.etag, outcome.last_modified))
+            blob = cache.commit(sink, outcome)
+            path = cache.materialize(blob, target)
+            cache.record(spec.url, sha256=outcome.sha256, size=outcome.size, etag=outcome.etag,
+                         last_modified=outcome.last_modified, name=spec.rel, path=path)
+            return str(path)
+
+    def _hit(self, spec: _Spec, target: Path, entry: dict | None, sha: str, etag: str | None = None,
+             modified: str | None = None) -> Path:
+        cache = self.cache
+        path = cache.materialize(cache.blob(sha), target)
+        same = entry is not None and entry.get("sha256") == sha
+        cache.record(spec.url, sha256=sha, size=cache.blob(sha).stat().st_size,
+                     etag=etag or (entry.get("etag") if same else None),
+                     last_modified=modified or (entry.get("last_modified") if same else None), name=spec.rel,
+                     path=path)
+        return path
+
+
+def _is_gguf(path: str | None) -> bool:
+    if path is None:
+        return False
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+    return False
+
+
+def _shards(index_path: str, url: str) -> list[str]:
+    try:
+        with open(index_path, "rb") as f:
+            weight_map = json.load(f).get("weight_map")
+    except (OSError, ValueError, AttributeError):
+        weight_map = None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise NetbootError(f"{shown(sibling(url, SAFETENSORS_INDEX))}: no weight_map")
+    return sorted({str(v) for v in weight_map.values()})
+
+
+def pull(url: str, tokenizer: str | None = None, options: FetchOptions | None = None) -> Fetched:
+    """Fetch into the cache (never no_disk) and return the local paths."""
+    options = options or FetchOptions()
+    if options.no_disk:
+        raise NetbootError("pull stores into the cache; --no-disk makes no sense with it")
+    return fetch_model(url, tokenizer, options)
+
+
+__all__ = ["FetchOptions", "Fetched", "fetch_model", "pull", "dir_url"]

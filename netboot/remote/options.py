@@ -1,0 +1,39 @@
+"""The network options shared by `netboot run`, `info` and `pull` (argparse only: building the parser must stay
+cheap, so nothing here imports the HTTP client)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_network_arguments(parser: argparse.ArgumentParser, *, memory: bool = True) -> None:
+    group = parser.add_argument_group("network boot (when the model is an http:// or https:// URL)")
+    group.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help="cache root (default: $NETBOOT_CACHE or ~/.cache/netboot)")
+    group.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the model file")
+    group.add_argument("--connections", type=int, default=4, metavar="N",
+                       help="parallel ranged connections per file (default 4)")
+    group.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="give up connecting, or on a stalled read, after this long (default 30)")
+    group.add_argument("--retries", type=int, default=3, metavar="N",
+                       help="retries of a failed transfer, with exponential backoff, resuming (default 3)")
+    group.add_argument("--fallback", action="append", default=[], metavar="PATH_OR_URL",
+                       help="used when the source fails (repeatable; tried in order)")
+    shown = group.add_mutually_exclusive_group()
+    shown.add_argument("--progress", action="store_true",
+                       help="show download progress even when stderr is not a terminal")
+    shown.add_argument("--quiet", action="store_true", help="no download progress")
+    if memory:
+        group.add_argument("--no-disk", action="store_true",
+                           help="boot into memory: write nothing to disk (no cache)")
+
+
+def network_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for `netboot.load` / `FetchOptions` from parsed arguments."""
+    return {
+        "cache_dir": args.cache_dir, "sha256": args.sha256, "connections": args.connections,
+        "timeout": args.timeout, "retries": args.retries, "fallbacks": tuple(args.fallback),
+        "progress": "off" if args.quiet else ("on" if args.progress else "auto"),
+        "no_disk": getattr(args, "no_disk", False),
+    }
