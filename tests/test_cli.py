@@ -232,3 +232,11 @@ def test_default_model_is_assembled_verified_into_the_cache(tmp_path):
 
     assert hashlib.sha256(path.read_bytes()).hexdigest() == pkg.EXPECTED_SHA256
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_demo_serves_boots_over_http_and_generates(default_model_path):
+    result = netboot("demo", "-n", "6")
+    assert result.returncode == 0, result.stderr
+    assert "serving " in result.stderr and "booting http://127.0.0.1:" in result.stderr
+    assert "253.1 MB in" in result.stderr  # the model crossed HTTP (a fresh cache each demo)
+    assert result.stdout.startswith(" the capital of")  # greedy continuation of the demo prompt
