@@ -29,8 +29,6 @@ from netboot.tensor import QTensor
 INDEX_NAME = "model.safetensors.index.json"
 # metadata key: names of the tensors computed at load (Gemma's 1 + w norms), not views of the file's bytes
 DERIVED_KEY = "netboot.derived_tensors"
-# metadata key: canonical tensor name -> the shard file holding its bytes (offsets are within that file)
-TENSOR_FILES_KEY = "netboot.tensor_files"
 MAX_HEADER = 100 * 1024 * 1024
 
 # safetensors dtype -> (GGML type, bytes per element)
@@ -149,9 +147,7 @@ def open_safetensors(path: Path, tokenizer: str | Path | None = None) -> ModelFi
     config = _config(config_path, text, family, tensors)
     _check_shapes(path, config, tensors)
     derived = sorted(name for name, t in tensors.items() if t.data.flags.writeable)  # file views are read-only
-    files = {_canonical_name(name, family): str(entry[4]) for name, entry in raw.items()}
-    metadata = {"hf.config": hf, "hf.architecture": arch, DERIVED_KEY: derived,
-                TENSOR_FILES_KEY: {name: files[name] for name in tensors}}
+    metadata = {"hf.config": hf, "hf.architecture": arch, DERIVED_KEY: derived}
     return ModelFile(path, "safetensors", config, tensors, _tokenizer_loader(directory, tokenizer, hf), metadata)
 
 

@@ -100,6 +100,7 @@ class Catalog:
         self.hashes = HashCache(self.root)
         self._lock = threading.Lock()
         self._described: dict[tuple, dict[str, Any] | str] = {}  # (format, main, watched) -> entry or error
+        self._magics: dict[FileStat, bytes] = {}
 
     # -- scanning -----------------------------------------------------------------------------------------------
 
@@ -128,7 +129,7 @@ class Catalog:
                 if ext == ".gguf":
                     out.append(Candidate(stem, "gguf", st.rel, (st,)))
                 elif ext == ".bin" and name != "tokenizer.bin":
-                    if self._magic(st.rel) == GGUF_MAGIC:
+                    if self._magic(st) == GGUF_MAGIC:
                         out.append(Candidate(stem, "gguf", st.rel, (st,)))
                         continue
                     tok = files.get("tokenizer.bin")
@@ -160,12 +161,17 @@ class Catalog:
             return None
         return FileStat(rel, st.st_size, st.st_mtime_ns)
 
-    def _magic(self, rel: str) -> bytes:
-        try:
-            with open(self.root / rel, "rb") as f:
-                return f.read(4)
-        except OSError:
-            return b""
+    def _magic(self, st: FileStat) -> bytes:
+        """The first 4 bytes of a file, read once per version of it."""
+        magic = self._magics.get(st)
+        if magic is None:
+            try:
+                with open(self.root / st.rel, "rb") as f:
+                    magic = f.read(4)
+            except OSError:
+                return b""
+            self._magics[st] = magic
+        return magic
 
     # -- describing -----------------------------------------------------------------------------------------------
 
@@ -185,6 +191,8 @@ class Catalog:
                     described["name"] = cand.name
                     entries.append(described)
             self._described = keep
+            if len(self._magics) > 4 * len(keep) + 64:
+                self._magics.clear()
             self.entries, self.problems = entries, problems
             self.hashes.prune({f.rel for key in keep for f in key[2]})
             self.hashes.save()
@@ -391,6 +399,7 @@ class HashCache:
                 try:
                     with os.fdopen(fd, "w") as f:
                         f.write(data)
+                    os.chmod(tmp, 0o644)
                     os.replace(tmp, path)
                 except BaseException:
                     os.unlink(tmp)
