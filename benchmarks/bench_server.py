@@ -21,7 +21,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,26 +29,14 @@ import threading
 import time
 from pathlib import Path
 
+from processes import free_port, stop, wait_listening
+
 ROOT = Path(__file__).resolve().parent.parent
 BANNER = re.compile(r"serving .+ on (http://127\.0\.0\.1:\d+)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with status {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit("the server did not start listening")
 
 
 def start_nginx(exe: str, root: Path, tmp: Path, prefix: list[str]) -> tuple[subprocess.Popen, str]:
@@ -116,14 +103,6 @@ def curl_parallel(curl: list[str], url: str, n: int, size: int) -> float:
     return n * size / (time.perf_counter() - began) / 1e6
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main() -> int:
