@@ -10,6 +10,7 @@ from typing import Any
 
 from netboot.formats import ModelFile, open_model
 from netboot.model import Model
+from netboot.remote.urls import is_url
 from netboot.weights import ResidentWeights
 
 
@@ -23,17 +24,13 @@ class LoadedModel:
         return self.file.tokenizer
 
 
-def _is_url(ref: Any) -> bool:
-    return isinstance(ref, str) and ref.lower().startswith(("http://", "https://"))
-
-
 def resolve(ref: str | Path | None, **network: Any) -> Path:
     """The local path of a model: the default model, a path as given, or a URL fetched into the cache."""
     if ref is None or str(ref) == "default":
         from netboot.default_model import default_model_path
 
         return default_model_path()
-    if _is_url(ref) or network.get("fallbacks"):
+    if is_url(ref) or network.get("fallbacks"):
         from netboot.remote.fetch import FetchOptions, fetch_model
 
         return fetch_model(ref, None, FetchOptions(**{**network, "no_disk": False})).path
@@ -43,7 +40,7 @@ def resolve(ref: str | Path | None, **network: Any) -> Path:
 def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **network: Any) -> ModelFile:
     """Open a model by path or URL. `network` are `netboot.remote.fetch.FetchOptions` fields (cache_dir, sha256,
     connections, timeout, retries, progress, no_disk, fallbacks); they matter only for URLs and fallbacks."""
-    if ref is None or not (_is_url(ref) or _is_url(tokenizer) or network.get("fallbacks")):
+    if ref is None or not (is_url(ref) or is_url(tokenizer) or network.get("fallbacks")):
         return open_model(resolve(ref), tokenizer)
     from netboot.remote.fetch import FetchOptions, fetch_model
 

@@ -12,6 +12,17 @@ from netboot.config import ModelConfig
 from netboot.errors import FormatError, NetbootError
 from netboot.tensor import QTensor
 
+GGUF_MAGIC = b"GGUF"
+
+
+def is_gguf(path: str | Path) -> bool:
+    """Whether a file starts with GGUF's magic; False when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
 
 @dataclass
 class ModelFile:
@@ -87,9 +98,7 @@ def _open_format(path: Path, tokenizer: str | Path | None) -> ModelFile:
         from netboot.formats import safetensors
 
         return safetensors.open_safetensors(path, tokenizer)
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic == b"GGUF" or path.suffix == ".gguf":
+    if is_gguf(path) or path.suffix == ".gguf":
         from netboot.formats import gguf
 
         return gguf.open_gguf(path)

@@ -18,11 +18,10 @@ import numpy as np
 
 from netboot.config import ModelConfig, gemma3_sliding_layers
 from netboot.errors import FormatError, UnsupportedError
-from netboot.formats import ModelFile
+from netboot.formats import GGUF_MAGIC, ModelFile
 from netboot.ggml import BLOCK_SIZES, GGMLType, type_name
 from netboot.tensor import QTensor
 
-MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 
 # GGUF value types -> (numpy dtype for scalars and arrays)
@@ -145,7 +144,7 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, QTensor], int]:
         raise FormatError(f"{path}: file is empty") from None
     buf = memoryview(mm)
     cur = _Cursor(buf, path)
-    if bytes(cur.take(4)) != MAGIC:
+    if bytes(cur.take(4)) != GGUF_MAGIC:
         raise FormatError(f"{path}: not a GGUF file (bad magic)")
     version = cur.u32()
     if version not in (2, 3):

@@ -7,7 +7,6 @@ source fails; or (no_disk) every file straight into memory.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netboot.errors import NetbootError
+from netboot.formats import is_gguf
 from netboot.remote import catalog as catalog_mod
 from netboot.remote.cache import Cache
 from netboot.remote.download import MemorySink, Transfer
@@ -237,7 +237,7 @@ class _Remote:
                 if tokenizer is None:
                     get(_Spec(sibling(url, "tokenizer.json"), "tokenizer.json", optional=True))
                     get(_Spec(sibling(url, "tokenizer_config.json"), "tokenizer_config.json", optional=True))
-            elif main_rel.endswith(".bin") and tokenizer is None and not _is_gguf(path):
+            elif main_rel.endswith(".bin") and tokenizer is None and not (path is not None and is_gguf(path)):
                 get(_Spec(sibling(url, "tokenizer.bin"), "tokenizer.bin", optional=True))
 
         tok_path: Path | str | None = None
@@ -251,7 +251,7 @@ class _Remote:
             fetched_tok = tok_path is not None and str(tok_path).startswith(str(self.cache.root))
             self.cache.record_model(url, path, [s.url for s in specs_done], Path(tok_path) if fetched_tok else None)
             return Fetched(path, tok_path, url)
-        if main_rel and len(self.got) == 1 and tok_path is None and _is_gguf(self.got[main_rel]):
+        if main_rel and len(self.got) == 1 and tok_path is None and is_gguf(self.got[main_rel]):
             return Fetched(Path(self.got[main_rel]), None, url, self.memory)  # /proc/<pid>/fd/N itself
         scratch = self.scratch_dir()
         path = scratch / main_rel if main_rel else scratch
@@ -368,14 +368,6 @@ class _Remote:
                      last_modified=modified or (entry.get("last_modified") if same else None), name=spec.rel,
                      path=path)
         return path
-
-
-def _is_gguf(path: str | None) -> bool:
-    if path is None:
-        return False
-    with contextlib.suppress(OSError), open(path, "rb") as f:
-        return f.read(4) == b"GGUF"
-    return False
 
 
 def _shards(index_path: str, url: str) -> list[str]:

@@ -48,12 +48,12 @@ from typing import Any
 from urllib.parse import quote
 
 from netboot.errors import NetbootError
+from netboot.formats import is_gguf
 
 HASH_DIR = ".netboot"
 HASH_FILE = "hashes.json"
 HASH_VERSION = 1
 CHUNK = 4 << 20
-GGUF_MAGIC = b"GGUF"
 
 
 def etag(size: int, mtime_ns: int) -> str:
@@ -100,7 +100,7 @@ class Catalog:
         self.hashes = HashCache(self.root)
         self._lock = threading.Lock()
         self._described: dict[tuple, dict[str, Any] | str] = {}  # (format, main, watched) -> entry or error
-        self._magics: dict[FileStat, bytes] = {}
+        self._gguf: dict[FileStat, bool] = {}
 
     # -- scanning -----------------------------------------------------------------------------------------------
 
@@ -129,7 +129,7 @@ class Catalog:
                 if ext == ".gguf":
                     out.append(Candidate(stem, "gguf", st.rel, (st,)))
                 elif ext == ".bin" and name != "tokenizer.bin":
-                    if self._magic(st) == GGUF_MAGIC:
+                    if self._is_gguf(st):
                         out.append(Candidate(stem, "gguf", st.rel, (st,)))
                         continue
                     tok = files.get("tokenizer.bin")
@@ -161,17 +161,11 @@ class Catalog:
             return None
         return FileStat(rel, st.st_size, st.st_mtime_ns)
 
-    def _magic(self, st: FileStat) -> bytes:
-        """The first 4 bytes of a file, read once per version of it."""
-        magic = self._magics.get(st)
-        if magic is None:
-            try:
-                with open(self.root / st.rel, "rb") as f:
-                    magic = f.read(4)
-            except OSError:
-                return b""
-            self._magics[st] = magic
-        return magic
+    def _is_gguf(self, st: FileStat) -> bool:
+        """Whether a `.bin` is really a GGUF file, read once per version of it."""
+        if st not in self._gguf:
+            self._gguf[st] = is_gguf(self.root / st.rel)
+        return self._gguf[st]
 
     # -- describing -----------------------------------------------------------------------------------------------
 
@@ -191,8 +185,8 @@ class Catalog:
                     described["name"] = cand.name
                     entries.append(described)
             self._described = keep
-            if len(self._magics) > 4 * len(keep) + 64:
-                self._magics.clear()
+            if len(self._gguf) > 4 * len(keep) + 64:
+                self._gguf.clear()
             self.entries, self.problems = entries, problems
             self.hashes.prune({f.rel for key in keep for f in key[2]})
             self.hashes.save()
