@@ -80,8 +80,8 @@ def worker_llama_cpp(model_path: str, ids: list[int], n_decode: int, threads: in
 
 
 def run_worker(engine: str, model_path: str, ids: list[int], n_decode: int, threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               NUMBA_NUM_THREADS=str(threads))
+    # As `netboot run --threads N` sets them (llama.cpp takes its thread count from the call).
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
     cmd = [sys.executable, __file__, "--worker", engine, "--model", model_path, "--threads", str(threads),
            "--decode", str(n_decode), "--ids", json.dumps(ids)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)

@@ -31,14 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None) is not None:
+    if hasattr(args, "threads"):
+        if args.threads is None:
+            args.threads = available_cores()
         if args.threads < 1:
             return fail("--threads must be at least 1")
-        # Must be set before numpy loads its BLAS.
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ[var] = str(args.threads)
+        # Must be set before numpy and numba load. BLAS gets one thread: netboot runs its products on its own
+        # threads (see netboot.kernels), and idle BLAS threads spinning would take the cores from them.
+        os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     from netboot.errors import NetbootError
 
     try:

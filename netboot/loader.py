@@ -62,5 +62,8 @@ def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **netw
 def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, **network: Any) -> LoadedModel:
     """Open a model without copying its weights: every tensor stays a view of the file (or of the memory a
     `no_disk=True` boot received it into). `ref` may be an http(s):// URL; see `open_ref` for `network`."""
+    from netboot import kernels
+
     file = open_ref(ref, tokenizer, **network)
+    kernels.warm()
     return LoadedModel(file, Model(file.config, ResidentWeights(file.tensors)))

@@ -1,8 +1,9 @@
 """A weight tensor as it lies in the model file, and the products the model computes on it.
 
 Weights stay in the file's own (possibly quantized) form: `QTensor.data` is a view of the block bytes,
-one row of blocks per output row. Products dequantize a bounded chunk of rows at a time, so no
-tensor is ever expanded to float32 whole.
+one row of blocks per output row. A product with a few vectors (decoding) is computed straight from the
+blocks by a compiled kernel; a product with many (a prompt) dequantizes a bounded chunk of rows at a time
+and hands it to BLAS, so no tensor is ever expanded to float32 whole.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import numpy as np
 from netboot import quant
 from netboot.ggml import GGMLType, row_bytes
 
-# Rows dequantized at once: bounds the float32 scratch of one product to CHUNK_ELEMS * 4 bytes (1 MB, which
-# stays in cache: measured faster than larger chunks).
-CHUNK_ELEMS = 1 << 18
+# Up to this many vectors a product reads the blocks directly (each row's bytes once for all vectors); above it,
+# dequantizing chunks for BLAS's matrix-matrix product is faster.
+MATVEC_MAX = 4
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,10 @@ class QTensor:
 def matmul(x: np.ndarray, w: QTensor) -> np.ndarray:
     """x @ w.T for x of shape (n, cols), computed on the block bytes of w; returns (n, rows) float32."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if w.qtype == GGMLType.F32:
-        return x @ w.data.view(np.float32).T
-    out = np.empty((x.shape[0], w.rows), dtype=np.float32)
-    step = max(1, CHUNK_ELEMS // w.cols)
-    for start in range(0, w.rows, step):
-        block = quant.dequantize(w.data[start : start + step], w.qtype, w.cols)
-        # Not matmul(out=...): numpy leaves BLAS for its slow loop when `out` is a strided column slice.
-        out[:, start : start + block.shape[0]] = x @ block.T
-    return out
+    from netboot import kernels  # numba loads on first use: reading a model's header does not need it
+
+    product = kernels.matvec if x.shape[0] <= MATVEC_MAX else kernels.matmul
+    return product(w.data, w.qtype, x)
 
 
 def vector(w: QTensor) -> np.ndarray:

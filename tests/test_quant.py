@@ -150,44 +150,6 @@ def test_unsupported_type_raises_naming_it(qtype, name):
 # ---- products on QTensor ----
 
 
-@pytest.fixture
-def small_chunks(monkeypatch):
-    """Make tensor.matmul dequantize 3 rows at a time (for 2-block rows), and record each chunk's rows."""
-    calls = []
-    real = quant.dequantize
-
-    def spy(raw, qtype, cols):
-        calls.append(np.asarray(raw).shape[0])
-        return real(raw, qtype, cols)
-
-    monkeypatch.setattr(quant, "dequantize", spy)
-
-    def set_step(cols, rows_per_chunk):
-        monkeypatch.setattr(tensor, "CHUNK_ELEMS", cols * rows_per_chunk + cols // 2)
-        calls.clear()
-        return calls
-
-    return set_step
-
-
-@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
-def test_matmul_in_chunks_matches_dense(qtype, small_chunks):
-    rng = np.random.default_rng(int(qtype) + 100)
-    rows, cols = 10, n_cols(qtype, 2)
-    raw = random_blocks(qtype, rows, cols, rng)
-    w = QTensor.from_bytes("w", qtype, (rows, cols), raw.reshape(-1))
-    dense = reference(raw, qtype, cols)
-    x = rng.standard_normal((3, cols))  # float64: matmul casts it
-
-    calls = small_chunks(cols, 3)
-    out = tensor.matmul(x, w)
-
-    assert out.shape == (3, rows) and out.dtype == np.float32
-    np.testing.assert_allclose(out, x.astype(np.float32) @ dense.T, rtol=1e-5, atol=1e-6)
-    if qtype != GGMLType.F32:  # F32 is multiplied in place, without dequantizing
-        assert calls == [3, 3, 3, 1]
-
-
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 def test_matmul_single_vector_and_single_row(qtype):
     rng = np.random.default_rng(int(qtype) + 200)

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     run.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalty looks back over (default 64)")
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--stop", action="append", default=[], help="stop when this text is generated (repeatable)")
-    run.add_argument("--threads", type=int, default=None, help="threads for the matrix products (default: all cores)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="threads for the matrix products (default: the cores this process may use)")
     run.add_argument("--tokenizer", default=None, help="tokenizer file or URL, when not beside or inside the model")
     run.add_argument("--no-special", action="store_true", help="treat special-token text in the prompt as plain text")
     run.add_argument("--stats", action="store_true", help="print prefill/decode tok/s and peak RSS to stderr")

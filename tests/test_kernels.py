@@ -1,0 +1,108 @@
+"""The compiled kernels against the plain reference: gguf-py's dequantization, then a float64 matrix product.
+
+Every tensor type, random blocks, odd sizes: row counts that no thread count divides evenly, an odd number of
+blocks per row, odd row lengths for the unquantized types (whose "block" is one element), 1 to MATVEC_MAX vectors
+for the direct kernel and more for the dequantize-and-BLAS path, with chunks and thread slabs that do not divide
+the rows evenly either.
+"""
+
+import gguf
+import numpy as np
+import pytest
+from gguf.quants import dequantize as reference_dequantize
+from quantdata import random_blocks
+
+from netboot import kernels, tensor
+from netboot.ggml import BLOCK_SIZES, SUPPORTED_TYPES, GGMLType
+from netboot.tensor import QTensor
+
+TYPES = sorted(SUPPORTED_TYPES)
+
+
+def odd_cols(qtype: GGMLType, n_blocks: int = 3) -> int:
+    elems = BLOCK_SIZES[qtype][0]
+    return n_blocks * (elems if elems > 1 else 37)
+
+
+def reference_product(raw: np.ndarray, qtype: GGMLType, cols: int, x: np.ndarray) -> np.ndarray:
+    dense = np.asarray(reference_dequantize(raw, gguf.GGMLQuantizationType[qtype.name]), dtype=np.float64)
+    return x.astype(np.float64) @ dense.reshape(-1, cols).T
+
+
+def assert_close(out: np.ndarray, expected: np.ndarray) -> None:
+    # float32 accumulation in another order than the float64 reference: relative to the size of the terms.
+    scale = np.abs(expected).max()
+    assert np.abs(out - expected).max() <= 2e-5 * scale, np.abs(out - expected).max() / scale
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("n", range(1, tensor.MATVEC_MAX + 1))
+def test_matvec_matches_reference(qtype, n):
+    rng = np.random.default_rng([int(qtype), n])
+    rows, cols = 37, odd_cols(qtype)
+    raw = random_blocks(qtype, rows, cols, rng)
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+
+    out = kernels.matvec(raw, qtype, x)
+
+    assert out.shape == (n, rows) and out.dtype == np.float32
+    assert_close(out, reference_product(raw, qtype, cols, x))
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_matmul_matches_reference(qtype, monkeypatch):
+    rng = np.random.default_rng(int(qtype) + 1000)
+    rows, cols, n = 53, odd_cols(qtype), tensor.MATVEC_MAX + 3
+    raw = random_blocks(qtype, rows, cols, rng)
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    monkeypatch.setattr(kernels, "CHUNK_ELEMS", cols * 5)  # chunks of 5 rows, in slabs of 27 and 26 rows
+
+    out = tensor.matmul(x, QTensor.from_bytes("w", qtype, (rows, cols), raw))
+
+    assert out.shape == (n, rows) and out.dtype == np.float32
+    assert_close(out, reference_product(raw, qtype, cols, x))
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_dequantize_rows_is_bit_exact(qtype):
+    rng = np.random.default_rng(int(qtype) + 2000)
+    rows, cols = 11, odd_cols(qtype)
+    raw = random_blocks(qtype, rows, cols, rng)
+    expected = reference_dequantize(raw, gguf.GGMLQuantizationType[qtype.name]).reshape(rows, cols)
+    np.testing.assert_array_equal(kernels.dequantize_rows(raw, qtype, cols), expected)
+
+
+@pytest.mark.parametrize("qtype", [GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.F16], ids=lambda t: t.name)
+def test_same_result_on_one_thread_and_all(qtype):
+    rng = np.random.default_rng(int(qtype) + 3000)
+    rows, cols = 101, odd_cols(qtype, 2)
+    raw = random_blocks(qtype, rows, cols, rng)
+    x = rng.standard_normal((1, cols)).astype(np.float32)
+    many = kernels.matvec(raw, qtype, x)
+    before = kernels.set_threads(1)
+    try:
+        one = kernels.matvec(raw, qtype, x)
+    finally:
+        kernels.set_threads(before)
+    # Each row is one thread's work either way, so the sums are the same sums.
+    np.testing.assert_array_equal(one, many)
+
+
+def test_set_threads_is_bounded_by_the_pool():
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        assert kernels.set_threads(0) == 1
+        assert kernels.set_threads(10_000) == numba.config.NUMBA_NUM_THREADS
+    finally:
+        kernels.set_threads(before)
+
+
+def test_real_model_output_projection(default_model):
+    """The hot path: a slice of Gemma 3's Q8_0 token table (the tied output projection) against gguf-py."""
+    table = default_model.model.weights.output()
+    assert table.qtype == GGMLType.Q8_0
+    rows = table.data[1000:1999]  # 999 rows: not a multiple of the thread count
+    x = np.random.default_rng(5).standard_normal((1, table.cols)).astype(np.float32)
+    assert_close(kernels.matvec(rows, table.qtype, x), reference_product(rows, table.qtype, table.cols, x))
