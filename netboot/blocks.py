@@ -17,16 +17,19 @@ Q5_K each run of 32 qs bytes holds two sub-blocks, low nibbles first.
 
 Dequantization uses ggml's order of float32 operations (no fused multiply-add), so it is bit-for-bit ggml's.
 Dot products are free to reorder (fastmath): a block's integer part is summed against x first, and the
-constant parts (-8, -16, -32, the mins) are applied once per block through `xs`, the sums of x over each run of
+constant parts (-8, -16, the mins) are applied once per block through `xs`, the sums of x over each run of
 16 elements. Every inner loop runs `n16` or `2 * n16` times with `n16` (always 16) passed in at run time:
 with a constant trip count LLVM unrolls these loops into scalar code instead of vectorizing them (measured
-4 GB/s against 16 GB/s on Q8_0).
+4 GB/s against 16 GB/s on Q8_0). The types that carry most of a model's bytes (Q8_0, Q5_0, Q4_K, Q6_K) use the
+faster explicit-SIMD dots of `netboot.simd` instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from netboot import jit, simd  # noqa: F401 - jit first: it sets the kernel cache directory
 
 F32 = np.float32
 U32 = np.uint32
@@ -190,20 +193,6 @@ def dequantize_q5_0(row, out, fp16, n16):
             out[e + 16 + j] = F32(hi - 16) * d
 
 
-@njit(fastmath=True, cache=True)
-def dot_q5_0(row, x, xs, fp16, n16):
-    acc = F32(0)
-    for b in range(x.size // 32):
-        o, e = b * 22, b * 32
-        qh = _i32_at(row, o + 2)
-        s = F32(0)
-        for j in range(n16):
-            lo, hi = _q5_pair(row, o + 6, qh, j)
-            s += F32(lo) * x[e + j] + F32(hi) * x[e + 16 + j]
-        acc += _fp16_at(row, o, fp16) * (s - F32(16) * (xs[2 * b] + xs[2 * b + 1]))
-    return acc
-
-
 @njit(cache=True)
 def dequantize_q5_1(row, out, fp16, n16):
     for b in range(out.size // 32):
@@ -239,22 +228,6 @@ def dequantize_q8_0(row, out, fp16, n16):
             out[e + j] = F32(qs[o + 2 + j]) * d
 
 
-@njit(fastmath=True, cache=True)
-def dot_q8_0(row, x, xs, fp16, n16):
-    qs = row.view(np.int8)
-    acc = F32(0)
-    for b in range(x.size // 32):
-        o, e = b * 34, b * 32
-        s = F32(0)
-        for j in range(2 * n16):
-            s += F32(qs[o + 2 + j]) * x[e + j]
-        acc += _fp16_at(row, o, fp16) * s
-    return acc
-
-
-# ---- K-quants: super-blocks of 256 ----
-
-
 @njit(cache=True)
 def dequantize_q4_k(row, out, fp16, n16):
     for b in range(out.size // 256):
@@ -269,28 +242,6 @@ def dequantize_q4_k(row, out, fp16, n16):
                 q = row[qo + j]
                 out[eo + j] = F32(q & 15) * d1 - min1
                 out[eo + 32 + j] = F32(q >> 4) * d2 - min2
-
-
-@njit(fastmath=True, cache=True)
-def dot_q4_k(row, x, xs, fp16, n16):
-    acc = F32(0)
-    for b in range(x.size // 256):
-        o, e = b * 144, b * 256
-        d, dmin = _fp16_at(row, o, fp16), _fp16_at(row, o + 2, fp16)
-        for c in range(4):
-            qo, eo = o + 16 + 32 * c, e + 64 * c
-            s1 = F32(0)
-            s2 = F32(0)
-            for j in range(2 * n16):
-                q = row[qo + j]
-                s1 += F32(q & 15) * x[eo + j]
-                s2 += F32(q >> 4) * x[eo + 32 + j]
-            sc1, m1 = _k_scale_min(row, o + 4, 2 * c)
-            sc2, m2 = _k_scale_min(row, o + 4, 2 * c + 1)
-            k = eo // 16
-            acc += d * (F32(sc1) * s1 + F32(sc2) * s2)
-            acc -= dmin * (F32(m1) * (xs[k] + xs[k + 1]) + F32(m2) * (xs[k + 2] + xs[k + 3]))
-    return acc
 
 
 @njit(cache=True)
@@ -365,38 +316,6 @@ def dequantize_q6_k(row, out, fp16, n16):
                     out[eo + 96] = F32(q4 - 32) * d4
 
 
-@njit(fastmath=True, cache=True)
-def dot_q6_k(row, x, xs, fp16, n16):
-    scales = row.view(np.int8)
-    acc = F32(0)
-    for b in range(x.size // 256):
-        o, e = b * 210, b * 256
-        block = F32(0)
-        for half_ in range(2):
-            for g in range(2):
-                s1 = F32(0)
-                s2 = F32(0)
-                s3 = F32(0)
-                s4 = F32(0)
-                eo = e + 128 * half_ + 16 * g
-                for i in range(n16):
-                    q1, q2, q3, q4 = _q6_quad(row, o, half_, 16 * g + i)
-                    s1 += F32(q1) * x[eo + i]
-                    s2 += F32(q2) * x[eo + 32 + i]
-                    s3 += F32(q3) * x[eo + 64 + i]
-                    s4 += F32(q4) * x[eo + 96 + i]
-                s, k = o + 192 + 8 * half_ + g, eo // 16
-                block += F32(scales[s]) * (s1 - F32(32) * xs[k])
-                block += F32(scales[s + 2]) * (s2 - F32(32) * xs[k + 2])
-                block += F32(scales[s + 4]) * (s3 - F32(32) * xs[k + 4])
-                block += F32(scales[s + 6]) * (s4 - F32(32) * xs[k + 6])
-        acc += _fp16_at(row, o + 208, fp16) * block
-    return acc
-
-
-# ---- one entry point per operation, dispatching on the GGML type id (one compiled kernel serves every type) ----
-
-
 @njit(cache=True)
 def dequantize_row(qtype, row, out, fp16, n16):
     if qtype == 0:
@@ -455,7 +374,7 @@ def matvec_rows(qtype, w, x, xs, fp16, n16, out):
     elif qtype == 6:
         for r in prange(rows):
             for i in range(n):
-                out[i, r] = dot_q5_0(w[r], x[i], xs[i], fp16, n16)
+                out[i, r] = simd.dot_q5_0(w[r], x[i], fp16)
     elif qtype == 7:
         for r in prange(rows):
             for i in range(n):
@@ -463,11 +382,11 @@ def matvec_rows(qtype, w, x, xs, fp16, n16, out):
     elif qtype == 8:
         for r in prange(rows):
             for i in range(n):
-                out[i, r] = dot_q8_0(w[r], x[i], xs[i], fp16, n16)
+                out[i, r] = simd.dot_q8_0(w[r], x[i], fp16)
     elif qtype == 12:
         for r in prange(rows):
             for i in range(n):
-                out[i, r] = dot_q4_k(w[r], x[i], xs[i], fp16, n16)
+                out[i, r] = simd.dot_q4_k(w[r], x[i], fp16)
     elif qtype == 13:
         for r in prange(rows):
             for i in range(n):
@@ -475,7 +394,7 @@ def matvec_rows(qtype, w, x, xs, fp16, n16, out):
     elif qtype == 14:
         for r in prange(rows):
             for i in range(n):
-                out[i, r] = dot_q6_k(w[r], x[i], xs[i], fp16, n16)
+                out[i, r] = simd.dot_q6_k(w[r], x[i], fp16)
 
 
 @njit(nogil=True, cache=True)

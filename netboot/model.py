@@ -8,10 +8,12 @@ another machine, or with weights streamed in one layer at a time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
+from netboot import ops
 from netboot.config import ModelConfig
 from netboot.tensor import QTensor, matmul, vector
 from netboot.weights import Weights
@@ -59,6 +61,7 @@ class KVCache:
 class Model:
     config: ModelConfig
     weights: Weights
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # norm weights as float32
 
     def new_cache(self, start: int = 0, stop: int | None = None) -> KVCache:
         return KVCache(self.config, start, stop)
@@ -78,7 +81,7 @@ class Model:
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         """Final norm and output projection of hidden states (T, dim) -> (T, vocab)."""
-        h = rms_norm(h, vector(self.weights.output_norm()), self.config.norm_eps)
+        h = ops.rms_norm(h, self._vector(self.weights.output_norm()), self.config.norm_eps)
         return matmul(h, self.weights.output())
 
     def forward(self, tokens: list[int] | np.ndarray, cache: KVCache, pos: int) -> np.ndarray:
@@ -86,17 +89,24 @@ class Model:
         h = self.run_layers(self.embed(tokens), 0, self.config.n_layers, cache, pos)
         return self.logits(h[-1:])[0]
 
+    def _vector(self, t: QTensor) -> np.ndarray:
+        v = self._vectors.get(t.name)
+        if v is None:
+            v = self._vectors[t.name] = vector(t)
+        return v
+
+    def _norm(self, x: np.ndarray, t: QTensor) -> np.ndarray:
+        return ops.rms_norm(np.ascontiguousarray(x), self._vector(t), self.config.norm_eps)
+
     def _layer(self, layer: int, w: dict[str, QTensor], x: np.ndarray, cache: KVCache, positions: np.ndarray):
         c = self.config
-        h = rms_norm(x, vector(w["attn_norm"]), c.norm_eps)
-        out = self._attention(layer, w, h, cache, positions)
+        out = self._attention(layer, w, self._norm(x, w["attn_norm"]), cache, positions)
         if c.post_norms:
-            out = rms_norm(out, vector(w["post_attention_norm"]), c.norm_eps)
+            out = self._norm(out, w["post_attention_norm"])
         x = x + out
-        h = rms_norm(x, vector(w["ffn_norm"]), c.norm_eps)
-        out = self._feed_forward(w, h)
+        out = self._feed_forward(w, self._norm(x, w["ffn_norm"]))
         if c.post_norms:
-            out = rms_norm(out, vector(w["post_ffw_norm"]), c.norm_eps)
+            out = self._norm(out, w["post_ffw_norm"])
         return x + out
 
     def _attention(self, layer: int, w: dict[str, QTensor], h: np.ndarray, cache: KVCache, positions: np.ndarray):
@@ -106,15 +116,20 @@ class Model:
         k = matmul(h, w["attn_k"]).reshape(t, c.n_kv_heads, c.head_dim)
         v = matmul(h, w["attn_v"]).reshape(t, c.n_kv_heads, c.head_dim)
         if c.qk_norm:
-            q = rms_norm(q, vector(w["attn_q_norm"]), c.norm_eps)
-            k = rms_norm(k, vector(w["attn_k_norm"]), c.norm_eps)
+            q = self._norm(q, w["attn_q_norm"])
+            k = self._norm(k, w["attn_k_norm"])
         sliding = c.is_sliding(layer)
         base = c.rope_base_local if sliding else c.rope_base
         scale = 1.0 if sliding else c.rope_scale
-        factors = None if sliding else c.rope_freq_factors
-        q = rope(q, positions / scale, base, c.rope_style, factors)
-        k = rope(k, positions / scale, base, c.rope_style, factors)
+        inv_freq = rope_frequencies(c.head_dim, base, None if sliding else c.rope_freq_factors)
+        at = positions.astype(np.float64) / scale
+        halves = c.rope_style == "halves"
+        q, k = ops.rope(q, at, inv_freq, halves), ops.rope(k, at, inv_freq, halves)
         keys, values = cache.store(layer, int(positions[0]), k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+        if t == 1:  # decoding: one compiled call instead of a dozen numpy temporaries
+            pos = int(positions[0])
+            first = max(0, pos - c.sliding_window + 1) if sliding else 0
+            return matmul(ops.attend_one(q[0], keys, values, first, np.float32(c.scale))[None], w["attn_output"])
 
         # Grouped-query attention: query heads are grouped by the key/value head they share.
         group = c.n_heads // c.n_kv_heads
@@ -133,45 +148,25 @@ class Model:
     def _feed_forward(self, w: dict[str, QTensor], h: np.ndarray) -> np.ndarray:
         gate = matmul(h, w["ffn_gate"])
         up = matmul(h, w["ffn_up"])
-        act = gelu_tanh(gate) if self.config.activation == "gelu_tanh" else silu(gate)
-        return matmul(act * up, w["ffn_down"])
+        glu = ops.gelu_tanh_mul if self.config.activation == "gelu_tanh" else ops.silu_mul
+        return matmul(glu(gate, up), w["ffn_down"])
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    ms = np.mean(np.square(x, dtype=np.float32), axis=-1, keepdims=True)
-    return (x / np.sqrt(ms + np.float32(eps))) * weight
-
-
-def rope(
-    x: np.ndarray, positions: np.ndarray, base: float, style: str, factors: Sequence[float] | None = None
-) -> np.ndarray:
-    """Rotary position embedding of x (T, heads, head_dim) at `positions` (T,); `factors` (head_dim / 2) divide
-    the rotation frequencies (Llama 3.1's scaling, as llama.cpp's rope_freqs)."""
-    d = x.shape[-1]
-    inv_freq = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+@lru_cache(maxsize=16)
+def _rope_frequencies(head_dim: int, base: float, factors: tuple[float, ...] | None) -> np.ndarray:
+    inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     if factors is not None:
         inv_freq = inv_freq / np.asarray(factors, dtype=np.float64)
-    angles = positions.astype(np.float64)[:, None] * inv_freq[None, :]  # (T, d/2)
-    cos = np.cos(angles).astype(np.float32)[:, None, :]
-    sin = np.sin(angles).astype(np.float32)[:, None, :]
-    if style == "halves":
-        a, b = x[..., : d // 2], x[..., d // 2 :]
-        return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
-    a, b = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = a * cos - b * sin
-    out[..., 1::2] = a * sin + b * cos
-    return out
+    inv_freq.flags.writeable = False
+    return inv_freq
+
+
+def rope_frequencies(head_dim: int, base: float, factors: Sequence[float] | None = None) -> np.ndarray:
+    """Rotation frequencies (head_dim / 2) float64; `factors` divide them (Llama 3.1's scaling, as llama.cpp's
+    rope_freqs)."""
+    return _rope_frequencies(head_dim, base, None if factors is None else tuple(factors))
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - np.max(x, axis=-1, keepdims=True))
     return e / np.sum(e, axis=-1, keepdims=True)
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
-
-
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x)))

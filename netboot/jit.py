@@ -1,0 +1,30 @@
+"""Where numba keeps netboot's compiled kernels: NETBOOT_CACHE/kernels/<numba version>-<hash of the sources>.
+
+Imported by each module that compiles (`blocks`, `simd`, `ops`) before its functions are decorated. numba checks a
+cached function against its own source file only, so a kernel in `blocks` that inlines code from `simd` would
+survive an edit of `simd`; keying the directory by the content of all three sources makes any edit start afresh.
+It also keeps the cache out of the installed package, which may be read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numba
+
+from netboot.default_model import cache_dir
+
+SOURCES = ("blocks.py", "simd.py", "ops.py")
+
+
+def kernel_cache_dir() -> Path:
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return cache_dir() / "kernels" / f"numba-{numba.__version__}-{digest.hexdigest()[:16]}"
+
+
+# numba reads this when a cache=True function is defined. Code of other packages compiled later in this process
+# caches here too, under its own file names.
+numba.config.CACHE_DIR = str(kernel_cache_dir())
