@@ -32,3 +32,17 @@ def default_model(default_model_path: Path):
     import netboot
 
     return netboot.load(default_model_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels() -> None:
+    """Compile (first run) or load the kernels once, in this process, before any test starts a `netboot`
+    subprocess with a timeout: a fresh machine's first compile takes tens of seconds."""
+    import time
+
+    from netboot import kernels
+
+    start = time.perf_counter()
+    kernels.warm()
+    if time.perf_counter() - start > 5:
+        print(f"\ncompiled netboot's kernels in {time.perf_counter() - start:.0f} s")

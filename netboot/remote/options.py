@@ -26,7 +26,8 @@ def add_network_arguments(parser: argparse.ArgumentParser, *, memory: bool = Tru
     shown.add_argument("--quiet", action="store_true", help="no download progress")
     if memory:
         group.add_argument("--no-disk", action="store_true",
-                           help="boot into memory: write nothing to disk (no cache)")
+                           help="boot into memory: the model is never written to disk (no model cache; "
+                                "compiled kernels are still cached in ~/.cache/netboot/kernels)")
 
 
 def network_options(args: argparse.Namespace) -> dict[str, Any]:
