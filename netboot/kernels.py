@@ -26,8 +26,15 @@ from netboot.ggml import GGMLType
 FP16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 FP16.flags.writeable = False
 N16 = 16  # passed to every kernel at run time: see `netboot.blocks` for why it is not a constant
+# The types whose dot products (netboot.blocks) take `xs`, the sums of x over runs of 16; the explicit-SIMD ones
+# (Q8_0, Q5_0, Q4_K, Q6_K) and the float types do not, so decoding skips computing them.
+_TYPES_USING_SUMS = frozenset({GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q5_K})
 # Rows dequantized at once per worker: a float32 scratch of CHUNK_ELEMS * 4 bytes (1 MB, which stays in cache).
 CHUNK_ELEMS = 1 << 18
+
+
+_NO_SUMS = np.zeros((1, 1), dtype=np.float32)
+_NO_SUMS.flags.writeable = False
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -50,7 +57,7 @@ def matvec(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
     """x @ W.T for a few vectors x (n, cols) float32 C-contiguous, W given as its rows of blocks -> (n, rows)."""
     n, cols = x.shape
     # Sums of x over each run of 16 elements: the per-block constant parts of a dot product use them.
-    xs = x.reshape(n, cols // 16, 16).sum(axis=2) if cols % 16 == 0 else np.zeros((n, 1), np.float32)
+    xs = x.reshape(n, cols // 16, 16).sum(axis=2) if qtype in _TYPES_USING_SUMS else _NO_SUMS
     out = np.empty((n, data.shape[0]), dtype=np.float32)
     blocks.matvec_rows(int(qtype), _readonly(data), _readonly(x), _readonly(xs), FP16, N16, out)
     return out

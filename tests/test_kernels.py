@@ -56,11 +56,21 @@ def test_matmul_matches_reference(qtype, monkeypatch):
     raw = random_blocks(qtype, rows, cols, rng)
     x = rng.standard_normal((n, cols)).astype(np.float32)
     monkeypatch.setattr(kernels, "CHUNK_ELEMS", cols * 5)  # chunks of 5 rows, in slabs of 27 and 26 rows
+    chunks = []
+    real = kernels.dequantize_rows
+
+    def spy(data, *args):
+        chunks.append(data.shape[0])
+        return real(data, *args)
+
+    monkeypatch.setattr(kernels, "dequantize_rows", spy)
 
     out = tensor.matmul(x, QTensor.from_bytes("w", qtype, (rows, cols), raw))
 
     assert out.shape == (n, rows) and out.dtype == np.float32
     assert_close(out, reference_product(raw, qtype, cols, x))
+    # Every row dequantized exactly once, never more than a chunk's worth at a time.
+    assert sum(chunks) == rows and max(chunks) == 5
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
