@@ -111,8 +111,9 @@ def set_threads(n: int) -> int:
 
 def warm() -> None:
     """Load (or, the first time, compile) every kernel now rather than inside the first token's forward pass:
-    each with the array types the model passes it."""
-    from netboot import ops
+    each with the array types the model passes it. Then LLVM's code goes back to the kernel (`netboot.memory`):
+    nothing compiles again."""
+    from netboot import memory, ops
 
     row = np.zeros((1, 34), dtype=np.uint8)
     matvec(row, GGMLType.Q8_0, np.zeros((1, 32), dtype=np.float32))
@@ -120,8 +121,7 @@ def warm() -> None:
     h2, h3, w = np.ones((1, 4), np.float32), np.ones((1, 1, 4), np.float32), np.ones(4, np.float32)
     ops.rms_norm(h2, w, 1e-6)
     ops.rms_norm(h3, w, 1e-6)
-    ops.rope(h3, np.zeros(1), np.ones(2), True)
-    ops.gelu_tanh_mul(h2, h2)
-    ops.silu_mul(h2, h2)
+    ops.rope(h3, np.zeros(1), _readonly(np.ones(2)), True)  # frequencies: a read-only cached table
     cache = np.ones((1, 2, 4), np.float32)[:, :1]  # a KV cache's filled part: not contiguous
     ops.attend_one(h3[0], cache, cache, 0, np.float32(1))
+    memory.release_library_code("libllvmlite.so")

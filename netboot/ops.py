@@ -1,5 +1,5 @@
-"""The transformer's small operations, compiled: RMS norm, rotary embedding, the activations, and attention of one
-new position over the KV cache.
+"""The transformer's small operations: RMS norm, rotary embedding and attention of one new position over the KV
+cache compiled, the activations in numpy.
 
 Each is one numba call over whole arrays (no Python loop over heads or positions): in decoding, where a layer's
 products take well under a millisecond, numpy's dozen temporaries per operation cost as much as the products.
@@ -54,26 +54,34 @@ def rope(x, positions, inv_freq, halves):
     return out
 
 
-@njit(fastmath=True, cache=True)
-def gelu_tanh_mul(gate, up):
+# The activations are numpy, in place on one temporary: numpy's float32 tanh and exp are vectorized, while numba
+# calls libm once per element (measured 3x slower at one position, 4x on a 100-token prompt).
+_GELU_K = F32(math.sqrt(2.0 / math.pi))
+
+
+def gelu_tanh_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     """gelu(gate) * up, GELU in its tanh approximation (Gemma's GeGLU)."""
-    out = np.empty_like(gate)
-    g, u, o = gate.reshape(-1), up.reshape(-1), out.reshape(-1)
-    k = F32(math.sqrt(2.0 / math.pi))
-    for i in range(g.size):
-        v = g[i]
-        o[i] = F32(0.5) * v * (F32(1) + math.tanh(k * (v + F32(0.044715) * v * v * v))) * u[i]
-    return out
+    t = gate * gate
+    t *= F32(0.044715)
+    t += F32(1)
+    t *= gate
+    t *= _GELU_K
+    np.tanh(t, out=t)
+    t += F32(1)
+    t *= gate
+    t *= F32(0.5)
+    t *= up
+    return t
 
 
-@njit(fastmath=True, cache=True)
-def silu_mul(gate, up):
+def silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     """silu(gate) * up (Llama's SwiGLU)."""
-    out = np.empty_like(gate)
-    g, u, o = gate.reshape(-1), up.reshape(-1), out.reshape(-1)
-    for i in range(g.size):
-        o[i] = g[i] / (F32(1) + math.exp(-g[i])) * u[i]
-    return out
+    t = np.negative(gate)
+    np.exp(t, out=t)
+    t += F32(1)
+    np.divide(gate, t, out=t)
+    t *= up
+    return t
 
 
 @njit(fastmath=True, cache=True)

@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from netboot.errors import FormatError, UnsupportedError
+from netboot.vocabulary import Vocabulary
 
 __all__ = [
     "HFTokenizer",
@@ -105,14 +106,14 @@ class _ByteStreamDecoder:
 def _merge_pairs(
     syms: list[Any],
     ids: list[int | None],
-    lookup: Mapping[Any, int],
+    get: Callable[[Any], int | None],
     scores: Sequence[float],
     min_score: float | None,
 ) -> list[int]:
     """Score-driven pair merging shared by the SPM and llama2.c tokenizers.
 
     ``syms`` holds the initial symbols (str or bytes), ``ids`` their token ids where known. Repeatedly merges the
-    adjacent pair whose concatenation is in ``lookup`` with the highest score (ties: leftmost pair), only
+    adjacent pair whose concatenation ``get`` finds (its token id) with the highest score (ties: leftmost pair), only
     considering scores above ``min_score`` when it is given; a priority queue makes this O(n log n) rather than
     a rescan per merge, with the same result. Updates ``syms``/``ids`` in place (a symbol merged into its left
     neighbour becomes None) and returns the indices of the surviving symbols in order.
@@ -120,7 +121,6 @@ def _merge_pairs(
     n = len(syms)
     if n < 2:
         return list(range(n))
-    get = lookup.get
     nxt = list(range(1, n + 1))
     nxt[-1] = -1
     prv = list(range(-1, n - 1))
@@ -279,18 +279,12 @@ class SPMTokenizer:
         model_name: str = "",
         special_ids: Mapping[str, int | None] | None = None,
     ):
-        tokens = list(tokens)
+        tokens = Vocabulary.from_texts(tokens)
         n = len(tokens)
         if n == 0:
             raise FormatError("tokenizer vocabulary is empty")
-        for i, t in enumerate(tokens):  # llama.cpp renames empty entries so that they never match text
-            if not t:
-                tokens[i] = f"[EMPTY_{i}]"
         self._tokens = tokens
         self.vocab_size = n
-        self._tok2id: dict[str, int] = dict(zip(tokens, range(n), strict=True))
-        if len(self._tok2id) != n:
-            raise FormatError("tokenizer vocabulary has duplicate entries")
 
         if scores is None:
             self._scores = array.array("f", bytes(4 * n))
@@ -320,7 +314,7 @@ class SPMTokenizer:
 
         # special ids recognised by text, then the end-of-generation set, as llama.cpp's loader does
         ids = {"eot": eot_id, "eom": eom_id, **(dict(special_ids) if special_ids else {})}
-        get = self._tok2id.get
+        get = tokens.get
         for kind, names in _AUTO_IDS:
             if ids.get(kind) is not None:
                 continue
@@ -423,7 +417,7 @@ class SPMTokenizer:
 
     def token_id(self, piece: str) -> int | None:
         """The id of a vocabulary entry, or None."""
-        return self._tok2id.get(piece)
+        return self._tokens.get(piece)
 
     def is_eog(self, token_id: int) -> bool:
         return token_id in self._eog
@@ -515,8 +509,8 @@ class SPMTokenizer:
     def _encode_fragment(self, text: str, out: list[int]) -> None:
         syms = list(text)
         ids: list[int | None] = [None] * len(syms)
-        order = _merge_pairs(syms, ids, self._tok2id, self._scores, None)
-        get = self._tok2id.get
+        order = _merge_pairs(syms, ids, self._tokens.get, self._scores, None)
+        get = self._tokens.get
         for i in order:
             tid = ids[i]
             if tid is None:
@@ -673,7 +667,7 @@ class Llama2cTokenizer:
                         raise FormatError(f"byte-fallback id {fid} is outside the vocabulary")
                     syms.append(self._vocab[fid])
                     ids.append(fid)
-        order = _merge_pairs(syms, ids, lookup, self._scores, -1e10)
+        order = _merge_pairs(syms, ids, lookup.get, self._scores, -1e10)
         return [ids[i] for i in order]  # type: ignore[misc]
 
     def _render(self, prev: int | None, token_id: int) -> bytes:

@@ -116,3 +116,50 @@ def test_real_model_output_projection(default_model):
     rows = table.data[1000:1999]  # 999 rows: not a multiple of the thread count
     x = np.random.default_rng(5).standard_normal((1, table.cols)).astype(np.float32)
     assert_close(kernels.matvec(rows, table.qtype, x), reference_product(rows, table.qtype, table.cols, x))
+
+
+NO_COMPILE_AFTER_LOAD = """
+import json, re, sys
+import netboot
+from netboot import blocks, memory, ops
+
+def signatures():
+    return {f"{m.__name__}.{k}": [str(s) for s in v.signatures]
+            for m in (blocks, ops) for k, v in vars(m).items() if hasattr(v, "signatures")}
+
+def llvm_resident():
+    total, name = 0, ""
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                name = line.split()[-1]
+            elif line.startswith("Rss:") and name.endswith("libllvmlite.so"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+loaded = netboot.load(sys.argv[1])
+after_load = signatures(), llvm_resident()
+model = loaded.model
+cache = model.new_cache()
+logits = model.forward(list(range(2, 40)), cache, 0)
+for pos in range(38, 41):
+    logits = model.forward([int(logits.argmax())], cache, pos)
+print(json.dumps({"load": after_load, "run": (signatures(), llvm_resident())}))
+"""
+
+
+def test_a_forward_pass_compiles_nothing_after_load(default_model_path):
+    """`kernels.warm` loads every kernel with the exact argument types the model passes, then gives LLVM's code
+    pages back; a kernel compiled or loaded later would fault them in again (10 MB and a prefill 30% slower,
+    found that way)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", NO_COMPILE_AFTER_LOAD, str(default_model_path)], capture_output=True,
+                         text=True, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    (sigs_load, llvm_load), (sigs_run, llvm_run) = result["load"], result["run"]
+    assert sigs_run == sigs_load
+    assert llvm_load < 16 << 20, llvm_load  # of about 65 MB resident before the release
+    assert llvm_run <= llvm_load + (1 << 20), (llvm_load, llvm_run)

@@ -38,22 +38,22 @@ class StringArray(Sequence[str]):
     so holding 262,144 of them costs their bytes, not a Python object each."""
 
     def __init__(self, blob: bytes, starts: np.ndarray, lengths: np.ndarray):
-        self._blob = blob
-        self._starts = starts
-        self._lengths = lengths
+        self.blob = blob
+        self.starts = starts
+        self.lengths = lengths
 
     def __len__(self) -> int:
-        return len(self._starts)
+        return len(self.starts)
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        start = int(self._starts[i])
-        return self._blob[start : start + int(self._lengths[i])].decode("utf-8", "replace")
+        start = int(self.starts[i])
+        return self.blob[start : start + int(self.lengths[i])].decode("utf-8", "replace")
 
     def __iter__(self):
-        blob = self._blob
-        for start, n in zip(self._starts.tolist(), self._lengths.tolist(), strict=True):
+        blob = self.blob
+        for start, n in zip(self.starts.tolist(), self.lengths.tolist(), strict=True):
             yield blob[start : start + n].decode("utf-8", "replace")
 
     def __eq__(self, other: object) -> bool:
