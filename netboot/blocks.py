@@ -386,7 +386,7 @@ def matvec_rows(qtype, w, x, xs, fp16, n16, out):
     elif qtype == 12:
         for r in prange(rows):
             for i in range(n):
-                out[i, r] = simd.dot_q4_k(w[r], x[i], fp16)
+                out[i, r] = simd.dot_q4_k(w[r], x[i], xs[i], fp16)
     elif qtype == 13:
         for r in prange(rows):
             for i in range(n):

@@ -26,9 +26,9 @@ from netboot.ggml import GGMLType
 FP16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 FP16.flags.writeable = False
 N16 = 16  # passed to every kernel at run time: see `netboot.blocks` for why it is not a constant
-# The types whose dot products (netboot.blocks) take `xs`, the sums of x over runs of 16; the explicit-SIMD ones
-# (Q8_0, Q5_0, Q4_K, Q6_K) and the float types do not, so decoding skips computing them.
-_TYPES_USING_SUMS = frozenset({GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q5_K})
+# The types whose dot products (netboot.blocks, netboot.simd) take `xs`, the sums of x over runs of 16; for the
+# others decoding skips computing them.
+_TYPES_USING_SUMS = frozenset({GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K})
 # Rows dequantized at once per worker: a float32 scratch of CHUNK_ELEMS * 4 bytes (1 MB, which stays in cache).
 CHUNK_ELEMS = 1 << 18
 
