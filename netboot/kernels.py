@@ -101,6 +101,10 @@ def _pool() -> ThreadPoolExecutor:
     return _executor
 
 
+def thread_count() -> int:
+    return _threads
+
+
 def set_threads(n: int) -> int:
     """Use n threads (bounded by numba's pool, NUMBA_NUM_THREADS at start); returns the number in use."""
     global _threads
@@ -113,10 +117,11 @@ def warm() -> None:
     """Load (or, the first time, compile) every kernel now rather than inside the first token's forward pass:
     each with the array types the model passes it. Then LLVM's code goes back to the kernel (`netboot.memory`):
     nothing compiles again."""
-    from netboot import memory, ops
+    from netboot import jit, memory, ops
 
     row = np.zeros((1, 34), dtype=np.uint8)
     matvec(row, GGMLType.Q8_0, np.zeros((1, 32), dtype=np.float32))
+    memory.release_library_code(jit.LLVM_LIBRARY)  # the largest load: released before the next adds to it
     dequantize_rows(row, GGMLType.Q8_0, 32)
     h2, h3, w = np.ones((1, 4), np.float32), np.ones((1, 1, 4), np.float32), np.ones(4, np.float32)
     ops.rms_norm(h2, w, 1e-6)
@@ -124,4 +129,4 @@ def warm() -> None:
     ops.rope(h3, np.zeros(1), _readonly(np.ones(2)), True)  # frequencies: a read-only cached table
     cache = np.ones((1, 2, 4), np.float32)[:, :1]  # a KV cache's filled part: not contiguous
     ops.attend_one(h3[0], cache, cache, 0, np.float32(1))
-    memory.release_library_code("libllvmlite.so")
+    memory.release_library_code(jit.LLVM_LIBRARY)

@@ -4,10 +4,12 @@ tokenizer."""
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netboot.errors import NetbootError
 from netboot.formats import ModelFile, open_model
 from netboot.model import Model
 from netboot.remote.urls import is_url
@@ -18,6 +20,16 @@ from netboot.weights import ResidentWeights
 class LoadedModel:
     file: ModelFile
     model: Model
+    plan: Any = None  # netboot.streaming.MemoryPlan when a memory budget was given
+    source: Any = None  # where streamed weights are read from
+
+    def explain(self) -> str:
+        """Where each layer's weights come from, and the memory accounting."""
+        if self.plan is None:
+            return f"every weight resident: a memory map of {self.file.path}"
+        from netboot.streaming import explain
+
+        return explain(self.plan, self.file, self.source)
 
     @property
     def tokenizer(self):
@@ -59,11 +71,40 @@ def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **netw
     return file
 
 
-def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, **network: Any) -> LoadedModel:
+def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, max_memory: int | None = None,
+         positions: int | Callable[[Any], int] = 512, prefetch: int = 1, **network: Any) -> LoadedModel:
     """Open a model without copying its weights: every tensor stays a view of the file (or of the memory a
-    `no_disk=True` boot received it into). `ref` may be an http(s):// URL; see `open_ref` for `network`."""
+    `no_disk=True` boot received it into). `ref` may be an http(s):// URL; see `open_ref` for `network`.
+
+    With `max_memory` (bytes of peak RSS), weights that do not fit are streamed from the file as the forward pass
+    needs them (`netboot.streaming`), for runs of up to `positions` tokens (or `positions(tokenizer)`), reading
+    `prefetch` layers ahead."""
     from netboot import kernels
 
+    if max_memory is None:
+        file = open_ref(ref, tokenizer, **network)
+        kernels.warm()
+        return LoadedModel(file, Model(file.config, ResidentWeights(file.tensors)))
+    return _load_streamed(ref, tokenizer, max_memory, positions, prefetch, network)
+
+
+def _load_streamed(ref, tokenizer, max_memory: int, positions: int, prefetch: int, network: dict) -> LoadedModel:
+    from netboot import kernels
+    from netboot.sources import FileSource
+    from netboot.streaming import StreamedWeights, plan_memory
+
+    if is_url(ref):
+        raise NetbootError("--max-memory with a URL is not supported yet: download the model first "
+                           "(netboot pull URL) and run the file")
+    kernels.warm()  # first: the peak while the kernels load must not add to the header's and tokenizer's memory
     file = open_ref(ref, tokenizer, **network)
-    kernels.warm()
-    return LoadedModel(file, Model(file.config, ResidentWeights(file.tensors)))
+    if file.format != "gguf":
+        raise NetbootError(f"{file.path}: --max-memory streams GGUF models only (this one is {file.format})")
+    if file.tokenizer_loader is not None:
+        file.tokenizer  # noqa: B018 - the tokenizer is part of what the process holds before weights
+    if callable(positions):
+        positions = positions(file.tokenizer)
+    plan = plan_memory(file, max_memory, positions, prefetch)
+    source = FileSource(file.path)
+    weights = StreamedWeights(file, source, plan)
+    return LoadedModel(file, Model(file.config, weights), plan, source)

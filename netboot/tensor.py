@@ -59,6 +59,8 @@ class QTensor:
 def matmul(x: np.ndarray, w: QTensor) -> np.ndarray:
     """x @ w.T for x of shape (n, cols), computed on the block bytes of w; returns (n, rows) float32."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if not isinstance(w, QTensor):  # a matrix read in chunks from where it lies (netboot.streaming)
+        return w.product(x)
     from netboot import kernels  # numba loads on first use: reading a model's header does not need it
 
     product = kernels.matvec if x.shape[0] <= MATVEC_MAX else kernels.matmul

@@ -29,6 +29,13 @@ def add_parser(sub) -> None:
     run.add_argument("--tokenizer", default=None, help="tokenizer file or URL, when not beside or inside the model")
     run.add_argument("--no-special", action="store_true", help="treat special-token text in the prompt as plain text")
     run.add_argument("--stats", action="store_true", help="print prefill/decode tok/s and peak RSS to stderr")
+    run.add_argument("--max-memory", default=None, metavar="SIZE",
+                     help="keep peak RSS under SIZE (e.g. 512MB, 2GB): weights that do not fit are streamed from "
+                          "the file layer by layer")
+    run.add_argument("--prefetch", type=int, default=1, metavar="N",
+                     help="with --max-memory: layers read ahead while one computes (0 = off; default 1)")
+    run.add_argument("--explain", action="store_true",
+                     help="print where each layer's weights come from and the memory accounting, to stderr")
     add_network_arguments(run)
     run.set_defaults(handler=main)
 
@@ -55,8 +62,20 @@ def main(args: argparse.Namespace) -> int:
     from netboot.loader import load
     from netboot.sampling import SamplingParams
 
+    memory = {}
+    if args.max_memory is not None:
+        from netboot.remote.cache import parse_size
+
+        if args.prefetch < 0:
+            return fail("--prefetch must not be negative")
+        def positions(tokenizer) -> int:  # the KV cache the run needs: its prompt and what it may generate
+            return len(tokenizer.encode(args.prompt, parse_special=not args.no_special)) + args.max_tokens
+
+        memory = {"max_memory": parse_size(args.max_memory), "positions": positions, "prefetch": args.prefetch}
     start = time.perf_counter()
-    loaded = load(args.model, args.tokenizer, **network_options(args))
+    loaded = load(args.model, args.tokenizer, **memory, **network_options(args))
+    if args.explain:
+        print(loaded.explain(), file=sys.stderr)
     tokenizer = loaded.tokenizer
     load_seconds = time.perf_counter() - start
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,

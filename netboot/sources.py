@@ -1,0 +1,94 @@
+"""Where streamed weights' bytes come from: byte ranges of a model file, read on demand into a caller's buffer.
+
+`read(offset, length, buf)` fills part of `buf` (page-aligned, at least `length + 2 * ALIGN` bytes) and returns the
+view of exactly the bytes asked for, so that a direct read can land at an aligned address without a copy.
+
+- `FileSource`: a local file read with O_DIRECT where the filesystem takes it, so neither this process nor the page
+  cache grows with the model; else `pread` followed by `posix_fadvise(DONTNEED)` on what was read.
+- `HttpSource`: HTTP Range requests over one persistent keep-alive connection (`netboot.remote.ranges`).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+ALIGN = 4096  # O_DIRECT's alignment on every Linux filesystem (some need only 512)
+
+
+class ByteSource(Protocol):
+    name: str  # what `--explain` prints: the path or URL
+    kind: str  # "disk" or "network"
+    size: int
+
+    def read(self, offset: int, length: int, buf: np.ndarray) -> np.ndarray: ...
+    def close(self) -> None: ...
+
+
+def aligned_buffer(nbytes: int) -> np.ndarray:
+    """A page-aligned uint8 buffer with room for `nbytes` read at any offset (anonymous memory: resident only once
+    written)."""
+    size = -(-(nbytes + 2 * ALIGN) // ALIGN) * ALIGN
+    return np.frombuffer(mmap.mmap(-1, size), dtype=np.uint8)
+
+
+class FileSource:
+    kind = "disk"
+
+    def __init__(self, path: str | Path):
+        self.name = str(path)
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+        self._direct_fd = self._open_direct(path)
+
+    @property
+    def direct(self) -> bool:
+        return self._direct_fd is not None
+
+    def _open_direct(self, path: str | Path) -> int | None:
+        flag = getattr(os, "O_DIRECT", 0)
+        if not flag or self.size < ALIGN:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | flag)
+        except OSError:  # tmpfs and some others refuse O_DIRECT
+            return None
+        try:
+            os.preadv(fd, [memoryview(aligned_buffer(ALIGN))[:ALIGN]], 0)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def read(self, offset: int, length: int, buf: np.ndarray) -> np.ndarray:
+        if offset < 0 or offset + length > self.size:
+            raise ValueError(f"{self.name}: bytes [{offset}, {offset + length}) are outside the file ({self.size})")
+        if self._direct_fd is not None:
+            start = offset - offset % ALIGN
+            end = min(-(-(offset + length) // ALIGN) * ALIGN, -(-self.size // ALIGN) * ALIGN)
+            self._read_fully(self._direct_fd, buf, start, end - start)
+            return buf[offset - start : offset - start + length]
+        self._read_fully(self._fd, buf, offset, length)
+        os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_DONTNEED)
+        return buf[:length]
+
+    def _read_fully(self, fd: int, buf: np.ndarray, offset: int, length: int) -> None:
+        view = memoryview(buf)
+        done = 0
+        while done < length:
+            n = os.preadv(fd, [view[done:length]], offset + done)
+            if n == 0:
+                if offset + done >= self.size:  # a direct read's last block runs past the end of the file
+                    return
+                raise OSError(f"{self.name}: unexpected end of file at byte {offset + done}")
+            done += n
+
+    def close(self) -> None:
+        for fd in (self._fd, self._direct_fd):
+            if fd is not None:
+                os.close(fd)
+        self._direct_fd = None

@@ -1,0 +1,302 @@
+"""Running a model larger than the memory it is allowed: layers resident as far as a budget allows, the rest read
+from a `ByteSource` when the forward pass needs them, into a few reusable buffers, with the next layer being read
+while this one computes.
+
+- `plan_memory` splits a budget (`--max-memory`) into what the process already holds, a reserve for the KV cache
+  and activations, the streaming buffers, and the layers (and embedding table) that can stay resident.
+- `StreamedWeights` serves `Model` through the `Weights` calls; `layer(i)` hands out views of a buffer that is
+  reused once layer i + prefetch is asked for, which the forward pass's order (layer after layer) guarantees.
+- `StreamedMatrix` is a large matrix (the embedding / tied output table) read in chunks: a product streams it
+  with the next chunk in flight, an embedding lookup reads only the rows it needs.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from netboot import memory
+from netboot.errors import NetbootError
+from netboot.formats import ModelFile
+from netboot.ggml import row_bytes
+from netboot.sources import ByteSource, aligned_buffer
+from netboot.tensor import QTensor, matmul
+from netboot.weights import LAYER_PARTS
+
+MB = 10**6  # sizes are shown and parsed (--max-memory 160MB) in SI units
+CHUNK_BYTES = 2 << 20  # a streamed table is read this much at a time
+# Thread stacks, BLAS's buffers, Python objects of a forward pass: what `working_bytes` does not count by shape.
+WORKING_BASE = 8 << 20
+
+
+class MemoryBudgetError(NetbootError):
+    """The budget cannot hold what the run needs even with every weight streamed."""
+
+
+@dataclass
+class Span:
+    """Bytes [start, end) of the model file holding some tensors."""
+
+    start: int
+    end: int
+    tensors: list[QTensor]
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class MemoryPlan:
+    budget: int
+    process: int  # resident when planning: interpreter, libraries, kernels, tokenizer
+    kv_cache: int
+    working: int
+    buffers: int  # streaming buffers
+    resident_layers: list[int]
+    streamed_layers: list[int]
+    table_resident: bool
+    prefetch: int
+    layer_bytes: dict[int, int] = field(default_factory=dict)
+    table_bytes: int = 0
+
+    @property
+    def resident_bytes(self) -> int:
+        table = self.table_bytes if self.table_resident else 0
+        return sum(self.layer_bytes[i] for i in self.resident_layers) + table
+
+    @property
+    def total(self) -> int:
+        return self.process + self.kv_cache + self.working + self.buffers + self.resident_bytes
+
+
+def layer_spans(file: ModelFile) -> dict[int, Span]:
+    spans = {}
+    for i in range(file.config.n_layers):
+        tensors = [t for part in LAYER_PARTS if (t := file.tensors.get(f"blk.{i}.{part}.weight")) is not None]
+        spans[i] = Span(min(t.offset for t in tensors), max(t.offset + t.nbytes for t in tensors), tensors)
+    return spans
+
+
+def kv_bytes(file: ModelFile, positions: int) -> int:
+    c = file.config
+    return 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * positions
+
+
+def working_bytes(file: ModelFile, positions: int) -> int:
+    """What a forward pass allocates beyond weights and KV cache: activations of a prompt batch (hidden states,
+    q/k/v, the feed-forward's three temporaries, attention scores), the dequantization scratch of each thread, the
+    logits and their sampling copy."""
+    from netboot import kernels
+    from netboot.generate import PREFILL_BATCH
+
+    c = file.config
+    t = min(positions, PREFILL_BATCH)
+    activations = t * (8 * c.dim + 4 * c.ffn_dim + 3 * c.n_heads * c.head_dim + c.n_heads * positions) * 4
+    scratch = kernels.thread_count() * kernels.CHUNK_ELEMS * 4
+    return WORKING_BASE + activations + scratch + 2 * c.vocab_size * 4
+
+
+def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int = 1, process: int | None = None,
+                chunk_bytes: int = CHUNK_BYTES) -> MemoryPlan:
+    """What stays resident and what streams under `budget` bytes of peak RSS, for a run of up to `positions`
+    tokens. Layers are kept resident first (each one saves its bytes on every token), then the embedding table."""
+    started = memory.peak_rss()
+    if process is None and started > budget:
+        raise MemoryBudgetError(
+            f"--max-memory {budget / MB:.0f} MB is below what this process needed to start: it reached "
+            f"{started / MB:.0f} MB loading the interpreter, numba and the compiled kernels, before any weight"
+        )
+    process = memory.rss() if process is None else process
+    spans = layer_spans(file)
+    table = file.tensors["token_embd.weight"].nbytes + _untied_output_bytes(file)
+    n = file.config.n_layers
+    prefetch = max(0, min(prefetch, n - 1))
+    buffers = (prefetch + 1) * max(s.nbytes for s in spans.values()) + 2 * (min(chunk_bytes, table) + 8192)
+    kv = kv_bytes(file, positions)
+    working = working_bytes(file, positions)
+    plan = MemoryPlan(budget, process, kv, working, buffers, [], list(range(n)), False, prefetch,
+                      {i: s.nbytes for i, s in spans.items()}, table)
+    if plan.total > budget:
+        raise MemoryBudgetError(
+            f"--max-memory {budget / MB:.0f} MB is below what this run needs with every weight streamed: "
+            f"{plan.total / MB:.0f} MB (the process already holds {process / MB:.0f} MB, the KV cache for "
+            f"{positions} positions {kv / MB:.0f} MB, working memory {working / MB:.0f} MB, streaming "
+            f"buffers {buffers / MB:.0f} MB)"
+        )
+    for i in range(n):
+        if plan.total + spans[i].nbytes > budget:
+            break
+        plan.resident_layers.append(i)
+        plan.streamed_layers.remove(i)
+    if not plan.streamed_layers:
+        plan.buffers = 2 * (min(chunk_bytes, table) + 8192)
+        plan.prefetch = 0
+    if plan.total + table <= budget:
+        plan.table_resident = True
+    return plan
+
+
+def _untied_output_bytes(file: ModelFile) -> int:
+    out = file.tensors.get("output.weight")
+    return out.nbytes if out is not None else 0
+
+
+class StreamedMatrix:
+    """A (rows, cols) matrix of blocks left in its source: products read it a chunk at a time, lookups read rows."""
+
+    def __init__(self, index: QTensor, source: ByteSource, pool: ThreadPoolExecutor, chunk_bytes: int = CHUNK_BYTES):
+        self.name, self.qtype, self.shape = index.name, index.qtype, index.shape
+        self.offset, self.rows, self.cols = index.offset, index.rows, index.cols
+        self.row_bytes = row_bytes(self.qtype, self.cols)
+        self.chunk_rows = max(1, chunk_bytes // self.row_bytes)
+        self._source, self._pool = source, pool
+        self._buffers = [aligned_buffer(self.chunk_rows * self.row_bytes) for _ in range(2)]
+        self._row_buffer = aligned_buffer(self.row_bytes)
+        self.bytes_read = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.row_bytes
+
+    def _chunk(self, k: int) -> QTensor:
+        lo = k * self.chunk_rows
+        hi = min(self.rows, lo + self.chunk_rows)
+        raw = self._source.read(self.offset + lo * self.row_bytes, (hi - lo) * self.row_bytes, self._buffers[k % 2])
+        self.bytes_read += raw.size
+        return QTensor.from_bytes(self.name, self.qtype, (hi - lo, self.cols), raw)
+
+    def product(self, x: np.ndarray) -> np.ndarray:
+        """x @ M.T, (n, cols) -> (n, rows), reading M once with the next chunk in flight."""
+        out = np.empty((x.shape[0], self.rows), dtype=np.float32)
+        chunks = -(-self.rows // self.chunk_rows)
+        pending: Future = self._pool.submit(self._chunk, 0)
+        for k in range(chunks):
+            chunk = pending.result()
+            if k + 1 < chunks:
+                pending = self._pool.submit(self._chunk, k + 1)
+            lo = k * self.chunk_rows
+            out[:, lo : lo + chunk.rows] = matmul(x, chunk)
+        return out
+
+    def take_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows `ids` as float32, reading only those rows."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.empty((ids.size, self.cols), dtype=np.float32)
+        for j, row in enumerate(ids.tolist()):
+            if not 0 <= row < self.rows:
+                raise IndexError(f"row {row} is outside {self.name} ({self.rows} rows)")
+            raw = self._source.read(self.offset + row * self.row_bytes, self.row_bytes, self._row_buffer)
+            self.bytes_read += raw.size
+            out[j] = QTensor.from_bytes(self.name, self.qtype, (1, self.cols), raw).dequantize()[0]
+        return out
+
+
+class StreamedWeights:
+    """The `Weights` of a model whose file is read through `source` as `plan` says."""
+
+    def __init__(self, file: ModelFile, source: ByteSource, plan: MemoryPlan):
+        self.file, self.source, self.plan = file, source, plan
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="netboot-fetch")
+        self._spans = layer_spans(file)
+        self._resident: dict[int, dict[str, QTensor]] = {}
+        for i in plan.resident_layers:
+            span = self._spans[i]
+            self._resident[i] = self._views(span, self._read(span, aligned_buffer(span.nbytes)))
+        self._order = plan.streamed_layers  # the streamed layers, in the order a forward pass asks for them
+        ring = plan.prefetch + 1 if self._order else 0
+        size = max((self._spans[i].nbytes for i in self._order), default=0)
+        self._slots = [aligned_buffer(size) for _ in range(ring)]
+        self._pending: dict[int, tuple[int, Future]] = {}  # layer -> (slot, its read)
+        self.layer_reads = 0
+        self._globals = {name: self._small(name) for name in ("output_norm.weight", "rope_freqs.weight")
+                         if name in file.tensors}
+        table = file.tensors["token_embd.weight"]
+        self._embedding = self._table(table, plan.table_resident)
+        output = file.tensors.get("output.weight")
+        self._output = self._embedding if output is None else self._table(output, plan.table_resident)
+
+    def _read(self, span: Span, buf: np.ndarray) -> np.ndarray:
+        return self.source.read(span.start, span.nbytes, buf)
+
+    @staticmethod
+    def _views(span: Span, raw: np.ndarray) -> dict[str, QTensor]:
+        views = {}
+        for t in span.tensors:
+            part = t.name.split(".")[2]
+            data = raw[t.offset - span.start : t.offset - span.start + t.nbytes]
+            views[part] = QTensor.from_bytes(t.name, t.qtype, t.shape, data, offset=t.offset)
+        return views
+
+    def _small(self, name: str) -> QTensor:
+        t = self.file.tensors[name]
+        raw = self.source.read(t.offset, t.nbytes, aligned_buffer(t.nbytes))
+        return QTensor.from_bytes(t.name, t.qtype, t.shape, raw, offset=t.offset)
+
+    def _table(self, t: QTensor, resident: bool) -> QTensor | StreamedMatrix:
+        if resident:
+            raw = self.source.read(t.offset, t.nbytes, aligned_buffer(t.nbytes))
+            return QTensor.from_bytes(t.name, t.qtype, t.shape, raw, offset=t.offset)
+        return StreamedMatrix(t, self.source, self._pool)
+
+    def _fetch(self, layer: int, slot: int) -> dict[str, QTensor]:
+        span = self._spans[layer]
+        views = self._views(span, self._read(span, self._slots[slot]))
+        self.layer_reads += 1
+        return views
+
+    def layer(self, i: int) -> dict[str, QTensor]:
+        if i in self._resident:
+            return self._resident[i]
+        p = self._order.index(i)
+        ring = len(self._slots)
+        if i in self._pending:
+            slot, pending = self._pending.pop(i)
+        else:  # not the layer expected next: nothing in flight may keep a slot
+            for _, f in self._pending.values():
+                f.result()
+            self._pending.clear()
+            slot = 0
+            pending = self._pool.submit(self._fetch, i, slot)
+        views = pending.result()
+        # Prefetch into the slots after this one's: they held the layers before it, which are done.
+        for k in range(1, ring):
+            j = self._order[(p + k) % len(self._order)]
+            if j != i and j not in self._pending:
+                self._pending[j] = ((slot + k) % ring, self._pool.submit(self._fetch, j, (slot + k) % ring))
+        return views
+
+    def embedding(self) -> QTensor | StreamedMatrix:
+        return self._embedding
+
+    def output_norm(self) -> QTensor:
+        return self._globals["output_norm.weight"]
+
+    def output(self) -> QTensor | StreamedMatrix:
+        return self._output
+
+    def close(self) -> None:
+        for _, f in self._pending.values():
+            f.result()
+        self._pending.clear()
+        self._pool.shutdown()
+        self.source.close()
+
+
+def explain(plan: MemoryPlan, file: ModelFile, source: ByteSource) -> str:
+    """Where each layer's weights come from, and the memory accounting."""
+    where = f"streamed from {source.kind} ({source.name})"
+    lines = [f"memory budget {plan.budget / MB:.1f} MB; planned peak {plan.total / MB:.1f} MB:",
+             f"  process before weights  {plan.process / MB:8.1f} MB  (interpreter, libraries, kernels, tokenizer)",
+             f"  KV cache                {plan.kv_cache / MB:8.1f} MB",
+             f"  working memory          {plan.working / MB:8.1f} MB  (activations, scratch, logits)",
+             f"  streaming buffers       {plan.buffers / MB:8.1f} MB  (prefetch depth {plan.prefetch})",
+             f"  resident weights        {plan.resident_bytes / MB:8.1f} MB"]
+    for i in range(file.config.n_layers):
+        state = "resident" if i in plan.resident_layers else where
+        lines.append(f"layer {i:3d}  {plan.layer_bytes[i] / MB:7.2f} MB  {state}")
+    table = "resident" if plan.table_resident else f"{where}, in {CHUNK_BYTES >> 20} MiB chunks; lookups read rows"
+    lines.append(f"embedding/output table  {plan.table_bytes / MB:7.2f} MB  {table}")
+    return "\n".join(lines)
