@@ -88,16 +88,19 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
     return _load_streamed(ref, tokenizer, max_memory, positions, prefetch, network)
 
 
-def _load_streamed(ref, tokenizer, max_memory: int, positions: int, prefetch: int, network: dict) -> LoadedModel:
+def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, network: dict) -> LoadedModel:
     from netboot import kernels
-    from netboot.sources import FileSource
     from netboot.streaming import StreamedWeights, plan_memory
 
-    if is_url(ref):
-        raise NetbootError("--max-memory with a URL is not supported yet: download the model first "
-                           "(netboot pull URL) and run the file")
     kernels.warm()  # first: the peak while the kernels load must not add to the header's and tokenizer's memory
-    file = open_ref(ref, tokenizer, **network)
+    hashes: dict = {}
+    if is_url(ref):
+        source, file, hashes = _open_remote(ref, tokenizer, network)
+    else:
+        from netboot.sources import FileSource
+
+        file = open_ref(ref, tokenizer, **network)
+        source = FileSource(file.path)
     if file.format != "gguf":
         raise NetbootError(f"{file.path}: --max-memory streams GGUF models only (this one is {file.format})")
     if file.tokenizer_loader is not None:
@@ -105,6 +108,30 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions: int, prefetch: in
     if callable(positions):
         positions = positions(file.tokenizer)
     plan = plan_memory(file, max_memory, positions, prefetch)
-    source = FileSource(file.path)
-    weights = StreamedWeights(file, source, plan)
+    weights = StreamedWeights(file, source, plan, hashes)
     return LoadedModel(file, Model(file.config, weights), plan, source)
+
+
+def _open_remote(url: str, tokenizer, network: dict):
+    """A remote GGUF for streaming: its Range source (falling back as --fallback says), its header and the sha256
+    of its layers from the server's catalog."""
+    from netboot.remote.catalog import span_hashes
+    from netboot.remote.http import Settings
+    from netboot.remote.stream import FallbackSource, open_gguf_header
+
+    if tokenizer is not None:
+        raise NetbootError("--tokenizer with a streamed URL is not supported: a GGUF carries its tokenizer")
+    settings = Settings(timeout=float(network.get("timeout", 30.0)), retries=int(network.get("retries", 3)))
+    if not settings.timeout > 0 or settings.retries < 0:
+        raise NetbootError("--timeout must be positive and --retries must not be negative")
+    source = FallbackSource([url, *network.get("fallbacks", ())], settings, _note)
+    file = open_gguf_header(source)
+    current = source.current
+    hashes = span_hashes(current.catalog(), current.name) if current.kind == "network" else {}
+    return source, file, hashes
+
+
+def _note(message: str) -> None:
+    import sys
+
+    print(f"netboot: {message}", file=sys.stderr, flush=True)

@@ -3,8 +3,12 @@ needs.
 
 LLVM (libllvmlite, which numba loads) leaves about 65 MB of its machine code resident after numba has loaded the
 cached kernels, though nothing runs it again until something new is compiled. Those pages are clean copies of the
-library file, so the kernel can drop them at once (MADV_PAGEOUT) and read them back if they are ever needed:
-with the default model that is a sixth of the process's peak.
+library file, so they can leave this process's memory and come back from the file if they are ever needed: with
+the default model that is a sixth of the process's peak. A mapping that holds only file pages (no page written
+since it was mapped: the code) is unmapped page by page (MADV_DONTNEED: for a read-only private mapping the next
+access reads the file again, and the pages stay in the page cache for other processes); one that holds written
+pages too (relocated data) is only offered back (MADV_PAGEOUT, which leaves written pages alone, and pages other
+processes map as well).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import resource
 import sys
 
+MADV_DONTNEED = 4
 MADV_PAGEOUT = 21  # Linux 5.4+; older kernels answer EINVAL and nothing changes
 
 
@@ -29,30 +34,56 @@ def rss() -> int:
 
 
 def peak_rss() -> int:
-    """The most bytes this process has had resident."""
+    """The most bytes this process has had resident.
+
+    On Linux this is VmHWM, the high-water mark of this process's own memory: getrusage's ru_maxrss is not, as a
+    child started by fork (or vfork) and exec inherits the parent's mark (a child of a 2 GB parent reports 2 GB)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
 
 def release_library_code(name: str) -> int:
-    """Ask the kernel to drop the resident pages of every read-only mapping of the shared library whose file name
-    is `name`; returns the bytes of the mappings advised (0 where this is not possible)."""
+    """Drop this process's resident pages of every read-only mapping of the shared library whose file name is
+    `name` (see the module's docstring for how it stays safe); returns the bytes of the mappings advised (0 where
+    this is not possible)."""
     if not sys.platform.startswith("linux"):
         return 0
     try:
-        with open("/proc/self/maps") as f:
-            lines = f.readlines()
+        with open("/proc/self/smaps") as f:
+            text = f.read()
     except OSError:
         return 0
     madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     advised = 0
-    for line in lines:
-        parts = line.split()
-        # Writable mappings hold relocated data that is no longer a copy of the file: leave those.
-        if len(parts) < 6 or os.path.basename(parts[5]) != name or "w" in parts[1]:
+    for start, end, perms, path, anonymous in _mappings(text):
+        # Writable mappings hold data that is no longer a copy of the file: leave those.
+        if os.path.basename(path) != name or "w" in perms:
             continue
-        start, end = (int(v, 16) for v in parts[0].split("-"))
-        if madvise(start, end - start, MADV_PAGEOUT) == 0:
+        advice = MADV_DONTNEED if anonymous == 0 and perms[3] == "p" else MADV_PAGEOUT
+        if madvise(start, end - start, advice) == 0:
             advised += end - start
     return advised
+
+
+def _mappings(smaps: str):
+    """(start, end, perms, path, anonymous kB) of each mapping in /proc/self/smaps."""
+    current = None
+    for line in smaps.splitlines():
+        head = line.split(None, 5)
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            if current is not None:
+                yield current
+            start, end = (int(v, 16) for v in head[0].split("-"))
+            current = [start, end, head[1], head[5] if len(head) > 5 else "", None]
+        elif line.startswith("Anonymous:") and current is not None:
+            current[4] = int(line.split()[1])
+    if current is not None:
+        yield current

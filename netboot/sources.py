@@ -5,7 +5,7 @@ view of exactly the bytes asked for, so that a direct read can land at an aligne
 
 - `FileSource`: a local file read with O_DIRECT where the filesystem takes it, so neither this process nor the page
   cache grows with the model; else `pread` followed by `posix_fadvise(DONTNEED)` on what was read.
-- `HttpSource`: HTTP Range requests over one persistent keep-alive connection (`netboot.remote.ranges`).
+- `HttpSource`: HTTP Range requests over one persistent keep-alive connection (`netboot.remote.stream`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ while this one computes.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -70,6 +72,10 @@ class MemoryPlan:
     @property
     def total(self) -> int:
         return self.process + self.kv_cache + self.working + self.buffers + self.resident_bytes
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def layer_spans(file: ModelFile) -> dict[int, Span]:
@@ -147,8 +153,11 @@ def _untied_output_bytes(file: ModelFile) -> int:
 class StreamedMatrix:
     """A (rows, cols) matrix of blocks left in its source: products read it a chunk at a time, lookups read rows."""
 
-    def __init__(self, index: QTensor, source: ByteSource, pool: ThreadPoolExecutor, chunk_bytes: int = CHUNK_BYTES):
+    def __init__(self, index: QTensor, source: ByteSource, pool: ThreadPoolExecutor, chunk_bytes: int = CHUNK_BYTES,
+                 sha256: str | None = None):
         self.name, self.qtype, self.shape = index.name, index.qtype, index.shape
+        self.sha256 = sha256  # of the whole matrix: each product checks the bytes it streamed
+        self._hasher = None
         self.offset, self.rows, self.cols = index.offset, index.rows, index.cols
         self.row_bytes = row_bytes(self.qtype, self.cols)
         self.chunk_rows = max(1, chunk_bytes // self.row_bytes)
@@ -166,10 +175,26 @@ class StreamedMatrix:
         hi = min(self.rows, lo + self.chunk_rows)
         raw = self._source.read(self.offset + lo * self.row_bytes, (hi - lo) * self.row_bytes, self._buffers[k % 2])
         self.bytes_read += raw.size
+        if self._hasher is not None:
+            self._hasher.update(raw)  # chunks are read in order, by the one fetch thread
         return QTensor.from_bytes(self.name, self.qtype, (hi - lo, self.cols), raw)
 
     def product(self, x: np.ndarray) -> np.ndarray:
-        """x @ M.T, (n, cols) -> (n, rows), reading M once with the next chunk in flight."""
+        """x @ M.T, (n, cols) -> (n, rows), reading M once with the next chunk in flight; with a known sha256 the
+        bytes are checked as they stream, and a product over bad bytes is done again once before failing."""
+        for attempt in range(2):
+            self._hasher = hashlib.sha256() if self.sha256 else None
+            out = self._product(x)
+            if self._hasher is None or self._hasher.hexdigest() == self.sha256:
+                return out
+            if attempt == 0:
+                note(f"netboot: {self.name} from {self._source.name} does not match its sha256; reading it again")
+        from netboot.remote.http import IntegrityError
+
+        raise IntegrityError(self._source.name, f"{self.name} does not match the sha256 the server published, "
+                                                "read twice: the server sends corrupt data")
+
+    def _product(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.rows), dtype=np.float32)
         chunks = -(-self.rows // self.chunk_rows)
         pending: Future = self._pool.submit(self._chunk, 0)
@@ -197,14 +222,18 @@ class StreamedMatrix:
 class StreamedWeights:
     """The `Weights` of a model whose file is read through `source` as `plan` says."""
 
-    def __init__(self, file: ModelFile, source: ByteSource, plan: MemoryPlan):
+    def __init__(self, file: ModelFile, source: ByteSource, plan: MemoryPlan,
+                 hashes: dict[tuple[int, int], str] | None = None):
         self.file, self.source, self.plan = file, source, plan
+        self.hashes = hashes or {}  # sha256 by byte span (the server's catalog): every read of one is checked
+        self.verified = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="netboot-fetch")
         self._spans = layer_spans(file)
         self._resident: dict[int, dict[str, QTensor]] = {}
         for i in plan.resident_layers:
             span = self._spans[i]
-            self._resident[i] = self._views(span, self._read(span, aligned_buffer(span.nbytes)))
+            self._resident[i] = self._views(span, self._read(span.start, span.nbytes, aligned_buffer(span.nbytes),
+                                                             f"layer {i}"))
         self._order = plan.streamed_layers  # the streamed layers, in the order a forward pass asks for them
         ring = plan.prefetch + 1 if self._order else 0
         size = max((self._spans[i].nbytes for i in self._order), default=0)
@@ -218,8 +247,23 @@ class StreamedWeights:
         output = file.tensors.get("output.weight")
         self._output = self._embedding if output is None else self._table(output, plan.table_resident)
 
-    def _read(self, span: Span, buf: np.ndarray) -> np.ndarray:
-        return self.source.read(span.start, span.nbytes, buf)
+    def _read(self, start: int, nbytes: int, buf: np.ndarray, what: str) -> np.ndarray:
+        """Bytes [start, start + nbytes) into buf, checked against their published sha256 if there is one: a bad
+        read is done again once, then reported."""
+        expected = self.hashes.get((start, start + nbytes))
+        for attempt in range(2):
+            raw = self.source.read(start, nbytes, buf)
+            if expected is None:
+                return raw
+            if hashlib.sha256(raw).hexdigest() == expected:
+                self.verified += 1
+                return raw
+            if attempt == 0:
+                note(f"netboot: {what} from {self.source.name} does not match its sha256; reading it again")
+        from netboot.remote.http import IntegrityError  # only a network source has published hashes
+
+        raise IntegrityError(self.source.name, f"{what} (bytes {start}-{start + nbytes - 1}) does not match the "
+                                               "sha256 the server published, read twice: the server sends corrupt data")
 
     @staticmethod
     def _views(span: Span, raw: np.ndarray) -> dict[str, QTensor]:
@@ -232,18 +276,18 @@ class StreamedWeights:
 
     def _small(self, name: str) -> QTensor:
         t = self.file.tensors[name]
-        raw = self.source.read(t.offset, t.nbytes, aligned_buffer(t.nbytes))
+        raw = self._read(t.offset, t.nbytes, aligned_buffer(t.nbytes), name)
         return QTensor.from_bytes(t.name, t.qtype, t.shape, raw, offset=t.offset)
 
     def _table(self, t: QTensor, resident: bool) -> QTensor | StreamedMatrix:
         if resident:
-            raw = self.source.read(t.offset, t.nbytes, aligned_buffer(t.nbytes))
+            raw = self._read(t.offset, t.nbytes, aligned_buffer(t.nbytes), t.name)
             return QTensor.from_bytes(t.name, t.qtype, t.shape, raw, offset=t.offset)
-        return StreamedMatrix(t, self.source, self._pool)
+        return StreamedMatrix(t, self.source, self._pool, sha256=self.hashes.get((t.offset, t.offset + t.nbytes)))
 
     def _fetch(self, layer: int, slot: int) -> dict[str, QTensor]:
         span = self._spans[layer]
-        views = self._views(span, self._read(span, self._slots[slot]))
+        views = self._views(span, self._read(span.start, span.nbytes, self._slots[slot], f"layer {layer}"))
         self.layer_reads += 1
         return views
 

@@ -46,3 +46,13 @@ def compiled_kernels() -> None:
     kernels.warm()
     if time.perf_counter() - start > 5:
         print(f"\ncompiled netboot's kernels in {time.perf_counter() - start:.0f} s")
+
+
+@pytest.fixture
+def servers(tmp_path):
+    """Server processes on 127.0.0.1 (tests/serverprocs.py), all stopped after the test."""
+    from serverprocs import Servers
+
+    running = Servers(tmp_path)
+    yield running
+    running.stop()

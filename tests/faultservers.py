@@ -7,7 +7,8 @@ ROOT is a file (served as /NAME) or a directory (every file under it, by relativ
 is the port. With --log, every response is a JSON line: {"event": "response", "path", "range", "if_range",
 "if_none_match", "status", "length"} when it starts and {"event": "done", "path", "sent"} when its body is written
 (`sent` counts body bytes handed to the socket). --catalog serves GET /models like `netboot serve` (sha256, sizes;
---catalog-wrong-size: sizes one byte too many).
+--catalog-wrong-size: sizes one byte too many; --catalog-layers: the per-layer and per-tensor byte spans and sha256
+too, from netboot's own catalog code).
 
 Modes (a well-behaved server with ranges, ETag, If-Range, If-None-Match / If-Modified-Since, keep-alive, unless
 said otherwise):
@@ -16,7 +17,8 @@ said otherwise):
                     --rate throttles any other mode too)
     norange         ignores Range and If-Range: always 200 with the whole file (like python -m http.server)
     badrange        answers a range asked after the first with the wrong Content-Range
-    lie             flips one byte in the middle of every body (the catalog still gives the true sha256)
+    lie             flips one byte in the middle of every body (the catalog still gives the true sha256); with
+                    --count N only in the first N bodies that cover the middle of the file
     stall           sends --after body bytes, then nothing, forever
     stall-headers   accepts connections and never answers
     html            200 with an HTML error page for every path
@@ -48,6 +50,7 @@ class Server:
         self.log = open(args.log, "a", buffering=1) if args.log else None  # noqa: SIM115 - for the process' life
         self.responses = 0
         self.range_requests = 0
+        self.lies = 0
 
     def files(self) -> dict[str, Path]:
         if self.root.is_file():
@@ -137,6 +140,15 @@ class Server:
             models.append({"name": Path(rel).stem, "url": "/" + rel, "format": "unknown", "architecture": None,
                            "n_layers": None, "size": size, "sha256": sha, "files": [entry_file],
                            "tokenizer": tokenizer, "layers": [], "globals": []})
+        if self.args.catalog_layers:
+            from netboot.server.catalog import Catalog
+
+            spans = {e["files"][0]["path"]: e for e in Catalog(self.root if self.root.is_dir() else
+                                                             self.root.parent).refresh()}
+            for m in models:
+                real = spans.get(m["files"][0]["path"])
+                if real is not None:
+                    m["layers"], m["globals"] = real["layers"], real["globals"]
         return {"models": models}
 
     @staticmethod
@@ -210,6 +222,10 @@ class Server:
         if self.mode == "lie":
             size = file.stat().st_size
             middle = size // 2
+            if start <= middle < end:
+                self.lies += 1
+                if args.count_given and self.lies > args.count:
+                    middle = None
         fd = os.open(file, os.O_RDONLY)
         try:
             pos = start
@@ -258,11 +274,16 @@ def main() -> None:
     parser.add_argument("--log", default=None)
     parser.add_argument("--rate", type=float, default=None, help="bytes per second per connection (throttle; any mode)")
     parser.add_argument("--after", type=int, default=65536, help="body bytes before stalling or cutting")
-    parser.add_argument("--count", type=int, default=1, help="responses cut (flaky)")
+    parser.add_argument("--count", type=int, default=None, help="responses cut (flaky, default 1); bodies corrupted "
+                        "(lie, default all)")
     parser.add_argument("--catalog", action="store_true", help="serve GET /models")
     parser.add_argument("--catalog-wrong-size", action="store_true", help="the catalog says one byte more")
+    parser.add_argument("--catalog-layers", action="store_true", help="the catalog has per-layer spans and sha256")
     args = parser.parse_args()
     args.rate_given = args.rate is not None
+    args.count_given = args.count is not None
+    if args.count is None:
+        args.count = 1
     if args.rate is None:
         args.rate = 2e6
     try:

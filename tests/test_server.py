@@ -465,7 +465,8 @@ def test_access_log_is_one_json_line_per_request(server):
             break
         time.sleep(0.05)
     record = hits[-1]
-    assert set(record) == {"time", "client", "method", "path", "status", "bytes", "duration", "range"}
+    assert set(record) == {"time", "client", "port", "method", "path", "status", "bytes", "duration", "range"}
+    assert isinstance(record["port"], int) and record["port"] > 0
     assert (record["client"], record["method"], record["path"], record["status"], record["bytes"]) == (
         "127.0.0.1", "GET", "/data.dat", 206, 4)
     assert record["duration"] >= 0 and record["time"].endswith("Z")

@@ -62,6 +62,10 @@ class StringArray(Sequence[str]):
     __hash__ = None  # type: ignore[assignment]
 
 
+class TruncatedHeader(FormatError):
+    """The header runs past the end of the bytes given: of the file, or of the prefix fetched so far."""
+
+
 class _Cursor:
     """Reads little-endian values from a buffer, failing with FormatError past its end."""
 
@@ -72,7 +76,7 @@ class _Cursor:
 
     def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.buf):
-            raise FormatError(
+            raise TruncatedHeader(
                 f"{self.path}: GGUF header is truncated or corrupt (needs {n} bytes at offset {self.pos}, "
                 f"file has {len(self.buf)})"
             )
@@ -119,12 +123,12 @@ class _Cursor:
         pos, end = start, len(buf)
         for i in range(count):
             if pos + 8 > end:
-                raise FormatError(f"{self.path}: GGUF string array runs past the end of the file")
+                raise TruncatedHeader(f"{self.path}: GGUF string array runs past the end of the file")
             (n,) = unpack(buf, pos)
             starts[i], lengths[i] = pos + 8, n
             pos += 8 + n
             if pos > end:
-                raise FormatError(f"{self.path}: GGUF string array runs past the end of the file")
+                raise TruncatedHeader(f"{self.path}: GGUF string array runs past the end of the file")
         self.pos = pos
         return StringArray(bytes(buf[start:pos]), starts - start, lengths)
 
@@ -135,14 +139,14 @@ class _Cursor:
             raise FormatError(f"{self.path}: unknown GGUF value type {vtype} at offset {self.pos}") from None
 
 
-def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, QTensor], int]:
-    """Metadata, tensors (views into the map) and the data section's offset."""
-    try:
-        with open(path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except ValueError:
-        raise FormatError(f"{path}: file is empty") from None
-    buf = memoryview(mm)
+TensorInfo = tuple[str, list[int], int, int]  # name, dims (GGUF order), type id, offset in the file
+
+
+def parse_header(buf: memoryview, path: Path | str, file_size: int | None = None,
+                 ) -> tuple[dict[str, Any], list[TensorInfo], int]:
+    """Metadata, the tensors' descriptions and the data section's offset, from a buffer holding at least the
+    header (TruncatedHeader when it does not); `file_size` bounds the counts when `buf` is only a prefix."""
+    size = len(buf) if file_size is None else file_size
     cur = _Cursor(buf, path)
     if bytes(cur.take(4)) != GGUF_MAGIC:
         raise FormatError(f"{path}: not a GGUF file (bad magic)")
@@ -150,7 +154,7 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, QTensor], int]:
     if version not in (2, 3):
         raise UnsupportedError(f"{path}: GGUF version {version} is not supported (2 and 3 are)")
     n_tensors, n_kv = cur.u64(), cur.u64()
-    if n_tensors > len(buf) // 24 or n_kv > len(buf) // 12:
+    if n_tensors > size // 24 or n_kv > size // 12:
         raise FormatError(f"{path}: GGUF header counts ({n_tensors} tensors, {n_kv} keys) exceed the file size")
 
     metadata: dict[str, Any] = {"GGUF.version": version}
@@ -165,14 +169,26 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, QTensor], int]:
         if n_dims > 4:
             raise FormatError(f"{path}: tensor {name} has {n_dims} dimensions")
         dims = [cur.u64() for _ in range(n_dims)]
-        infos.append((name, dims, cur.u32(), cur.u64()))
+        type_id, rel = cur.u32(), cur.u64()
+        infos.append((name, dims, type_id, rel))
 
     alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
     data_start = -(-cur.pos // alignment) * alignment
+    return metadata, [(name, dims, t, data_start + rel) for name, dims, t, rel in infos], data_start
+
+
+def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, QTensor], int]:
+    """Metadata, tensors (views into the map) and the data section's offset."""
+    try:
+        with open(path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except ValueError:
+        raise FormatError(f"{path}: file is empty") from None
+    metadata, infos, data_start = parse_header(memoryview(mm), path)
     arr = np.frombuffer(mm, dtype=np.uint8)
     tensors = {}
-    for name, dims, type_id, rel in infos:
-        tensors[name] = _tensor(path, arr, name, dims, type_id, data_start + rel)
+    for name, dims, type_id, start in infos:
+        tensors[name] = _tensor(path, arr, name, dims, type_id, start)
     return metadata, tensors, data_start
 
 

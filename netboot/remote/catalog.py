@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
-import httpx
-
 from netboot.remote.urls import origin
+
+if TYPE_CHECKING:
+    import httpx
 
 _lock = threading.Lock()
 _catalogs: dict[str, list[dict] | None] = {}  # origin -> entries (None: the server has no catalog)
@@ -41,6 +43,8 @@ def _key(url: str) -> tuple[str, str]:
 def fetch_catalog(client: httpx.Client, url: str) -> list[dict] | None:
     """The origin's catalog entries, asked once per process and origin; None when there is none (any answer but a
     200 with the JSON shape above) or the server could not be asked."""
+    import httpx
+
     org = origin(url)
     with _lock:
         if org in _catalogs:
@@ -113,3 +117,24 @@ def _lookup_file(entries: list[dict], base: str, url: str) -> CatalogFile | None
             if cf is not None and _key(cf.url) == _key(url):
                 return cf
     return None
+
+
+def span_hashes(entries: list[dict] | None, url: str) -> dict[tuple[int, int], str]:
+    """sha256 by byte span [start, end) of the file at `url`: its layers' and its global tensors', as the catalog
+    publishes them (empty when the server has no catalog or does not list the file)."""
+    if not entries:
+        return {}
+    base = origin(url) + "/models"
+    want = _key(url)
+    for e in entries:
+        for f in e.get("files") or []:
+            cf = _file(base, f)
+            if cf is None or _key(cf.url) != want:
+                continue
+            spans = {}
+            for r in (e.get("layers") or []) + (e.get("globals") or []):
+                sha = r.get("sha256") if isinstance(r, dict) else None
+                if r.get("file") == cf.path and isinstance(sha, str) and len(sha) == 64:
+                    spans[(int(r["start"]), int(r["end"]))] = sha.lower()
+            return spans
+    return {}

@@ -9,11 +9,13 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from netboot.errors import NetbootError
 from netboot.remote.urls import shown
+
+if TYPE_CHECKING:
+    import httpx
 
 USER_AGENT = "netboot/0.1.0"
 
@@ -21,13 +23,16 @@ USER_AGENT = "netboot/0.1.0"
 # 10 GbE) that parsing, not the network, bounds a Python client to ~400 MB/s. With 1 MiB reads it keeps up with
 # curl. The attribute is httpcore's own knob (a class constant read as self.READ_NUM_BYTES).
 READ_SIZE = 1 << 20
-try:
-    from httpcore._sync.http11 import HTTP11Connection
 
-    if getattr(HTTP11Connection, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
-        HTTP11Connection.READ_NUM_BYTES = READ_SIZE
-except ImportError:  # another httpcore layout: keep its default
-    pass
+
+def _tune_httpcore() -> None:
+    try:
+        from httpcore._sync.http11 import HTTP11Connection
+
+        if getattr(HTTP11Connection, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
+            HTTP11Connection.READ_NUM_BYTES = READ_SIZE
+    except ImportError:  # another httpcore layout: keep its default
+        pass
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class Settings:
 
 
 def make_client(settings: Settings) -> httpx.Client:
+    import httpx  # here, not at the top: layer streaming (netboot.remote.stream) does without it (16 MB)
+
+    _tune_httpcore()
     pool = settings.connections + 4
     return httpx.Client(
         timeout=httpx.Timeout(settings.timeout),
@@ -86,6 +94,8 @@ def status_error(response: httpx.Response, url: str | None = None) -> RemoteErro
 
 def describe(exc: BaseException, settings: Settings) -> tuple[str, bool]:
     """(one-line reason, retriable) for an exception raised while talking to a server."""
+    import httpx
+
     if isinstance(exc, httpx.ConnectTimeout):
         return f"no connection within {settings.timeout:g} s (connect timeout)", True
     if isinstance(exc, httpx.ReadTimeout):

@@ -16,8 +16,8 @@
 - Slow clients: a connection must deliver a complete request head within `request_timeout` seconds of opening or
   of the end of its previous response (so idle keep-alive connections close too); header lines are limited to
   MAX_LINE bytes (400 beyond).
-- Access log: one JSON line per request on the log stream (stderr): {"time", "client", "method", "path",
-  "status", "bytes", "duration", "range"}.
+- Access log: one JSON line per request on the log stream (stderr): {"time", "client", "port" (the client's
+  source port: which connection), "method", "path", "status", "bytes", "duration", "range"}.
 """
 
 from __future__ import annotations
@@ -138,9 +138,9 @@ class AccessLog(AbstractAccessLogger):
 
 
 def write_log(stream: TextIO, client: str | None, method: str, path: str, status: int, sent: int, duration: float,
-              range_header: str | None) -> None:
+              range_header: str | None, port: int | None = None) -> None:
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
-              "client": client, "method": method, "path": path, "status": status, "bytes": sent,
+              "client": client, "port": port, "method": method, "path": path, "status": status, "bytes": sent,
               "duration": round(duration, 6), "range": range_header}
     try:
         stream.write(json.dumps(record) + "\n")
@@ -153,6 +153,14 @@ def _peer(request) -> str | None:
     try:
         return request.remote
     except Exception:  # noqa: BLE001
+        return None
+
+
+def _peer_port(request) -> int | None:
+    try:
+        peer = request.transport.get_extra_info("peername")
+        return int(peer[1])
+    except Exception:  # noqa: BLE001 - no transport (closed) or not an IP socket
         return None
 
 
@@ -235,7 +243,7 @@ class ModelServer:
                     body = getattr(response, "body", None)
                     sent = len(body) if isinstance(body, bytes) else response.body_length
             write_log(self.log, request.remote, request.method, request.raw_path, status, sent,
-                      time.monotonic() - started, request.headers.get("Range"))
+                      time.monotonic() - started, request.headers.get("Range"), _peer_port(request))
             if isinstance(protocol, Connection):
                 protocol.arm()
 

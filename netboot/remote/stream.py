@@ -1,0 +1,309 @@
+"""Byte ranges of a remote model file, read on demand for layer streaming: HTTP Range requests over one
+persistent keep-alive connection, each body read straight into the caller's buffer.
+
+Every answer must be 206 with the Content-Range asked for: a server that ignores Range (200 with the whole file,
+like `python -m http.server`) is refused with a clear error rather than read from offset 0. A connection that
+drops mid-range is reopened and the request resumed from the first missing byte; a server that stays down ends
+the read with a `RemoteError` once the retries are spent. If the file changes on the server (another ETag), the
+run stops: its layers would no longer belong to one model.
+
+This uses the standard library's http.client rather than httpx: `readinto` puts the bytes where they go without an
+intermediate copy (1.5-2x the throughput on loopback), and streaming does not pay httpx's 16 MB of imports.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+from urllib.parse import urljoin, urlsplit
+
+import numpy as np
+
+from netboot.remote.http import USER_AGENT, RemoteError, Settings, sleep_before_retry
+from netboot.remote.urls import origin, shown
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class RangeNotSupported(RemoteError):
+    """The server answers a Range request with the whole file."""
+
+
+class HttpSource:
+    kind = "network"
+
+    def __init__(self, url: str, settings: Settings | None = None):
+        self.name = url
+        self.settings = settings or Settings()
+        self._conn: http.client.HTTPConnection | None = None
+        self._target = url  # after redirects
+        self._etag: str | None = None
+        self.requests = 0
+        self.reconnects = 0
+        self.size = -1
+        self.size = self._get(0, 1, np.empty(1, dtype=np.uint8), probe=True)
+
+    # -- the connection ------------------------------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            parts = urlsplit(self._target)
+            if parts.scheme == "https":
+                self._conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=self.settings.timeout,
+                                                         context=ssl.create_default_context())
+            elif parts.scheme == "http":
+                self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.settings.timeout)
+            else:
+                raise RemoteError(self.name, f"unsupported URL scheme {parts.scheme!r}")
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _path(self) -> str:
+        parts = urlsplit(self._target)
+        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    def read(self, offset: int, length: int, buf: np.ndarray) -> np.ndarray:
+        if offset < 0 or offset + length > self.size:
+            raise ValueError(f"{shown(self.name)}: bytes [{offset}, {offset + length}) are outside the file "
+                             f"({self.size})")
+        if length:
+            self._get(offset, length, buf[:length])
+        return buf[:length]
+
+    def _get(self, offset: int, length: int, out: np.ndarray, probe: bool = False) -> int:
+        """Fill `out` with bytes [offset, offset + length), resuming after drops; returns the file's size."""
+        done, failures = 0, 0
+        view = memoryview(out)
+        while True:
+            try:
+                return self._request(offset + done, length - done, view[done:], probe)
+            except _Partial as partial:
+                self._drop()
+                done += partial.received
+                error = partial.error
+            except RemoteError:
+                self._drop()
+                raise
+            failures += 1
+            if failures > self.settings.retries:
+                final = RemoteError(self.name, f"{error.reason} (gave up after {failures} tries)")
+                final.unreachable = True
+                raise final from None
+            self.reconnects += 1
+            sleep_before_retry(self.settings, failures)
+
+    def _request(self, offset: int, length: int, out: memoryview, probe: bool) -> int:
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}", "User-Agent": USER_AGENT,
+                   "Accept-Encoding": "identity"}
+        received = 0
+        try:
+            for _ in range(self.settings.max_redirects + 1):
+                self.requests += 1
+                conn = self._connection()
+                conn.request("GET", self._path(), headers=headers)
+                response = conn.getresponse()
+                if response.status not in _REDIRECTS:
+                    break
+                location = response.getheader("location")
+                response.read()
+                if not location:
+                    raise RemoteError(self.name, f"HTTP {response.status} without a Location")
+                self._follow(urljoin(self._target, location))
+            else:
+                raise RemoteError(self.name, f"more than {self.settings.max_redirects} redirects")
+            if response.status == 200:
+                raise RangeNotSupported(self.name, "the server ignores Range requests (it sent the whole file), "
+                                        "so the model cannot be streamed from it: download it instead (netboot "
+                                        "pull URL), or serve it with netboot serve or nginx")
+            if response.status != 206:
+                retriable = response.status >= 500 or response.status in (408, 425, 429)
+                error = RemoteError(self.name, f"HTTP {response.status} {response.reason}".rstrip(),
+                                    retriable=retriable, status=response.status)
+                if retriable:
+                    raise _Partial(0, error)
+                raise error
+            size = self._check(response, offset, length, probe)
+            while received < length:
+                n = response.readinto(out[received:length])
+                if not n:
+                    raise _Partial(received, RemoteError(self.name, "the server closed the connection before "
+                                                                    "the end of the range", retriable=True))
+                received += n
+            if response.length:  # more than the Content-Range said
+                raise RemoteError(self.name, f"the server sent more than the {length} bytes asked for")
+            return size
+        except (OSError, http.client.HTTPException) as e:
+            raise _Partial(received, RemoteError(self.name, _reason(e, self.settings), retriable=True)) from None
+
+    def _follow(self, url: str) -> None:
+        if origin(url) != origin(self._target):
+            self._drop()
+        self._target = url
+
+    def _check(self, response: http.client.HTTPResponse, offset: int, length: int, probe: bool) -> int:
+        header = response.getheader("content-range") or ""
+        match = _CONTENT_RANGE.match(header)
+        if not match or match.group(3) == "*":
+            raise RemoteError(self.name, f"206 without a usable Content-Range ({header!r})")
+        start, end, size = int(match.group(1)), int(match.group(2)), int(match.group(3))
+        if (start, end) != (offset, offset + length - 1) or (not probe and size != self.size):
+            raise RemoteError(self.name, f"asked for bytes {offset}-{offset + length - 1}, the server sent "
+                                         f"{start}-{end}/{size}")
+        etag = response.getheader("etag")
+        if probe:
+            self._etag = etag
+        elif etag != self._etag:
+            raise RemoteError(self.name, "the file changed on the server during the run (its ETag changed)")
+        return size
+
+    def catalog(self) -> list[dict] | None:
+        """The server's catalog entries (GET /models), None when it has none."""
+        try:
+            conn = self._connection()
+            conn.request("GET", urlsplit(origin(self._target) + "/models").path,
+                         headers={"Accept": "application/json", "User-Agent": USER_AGENT})
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                return None
+            data = json.loads(body)
+        except (OSError, http.client.HTTPException, ValueError):
+            self._drop()
+            return None
+        models = data.get("models") if isinstance(data, dict) else None
+        return [e for e in models if isinstance(e, dict)] if isinstance(models, list) else None
+
+    def close(self) -> None:
+        self._drop()
+
+
+def _reason(exc: BaseException, settings: Settings) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return f"no data for {settings.timeout:g} s (timeout)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | http.client.RemoteDisconnected):
+        return "the server closed the connection"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the server closed the connection before the end of the range"
+    if isinstance(exc, socket.gaierror):
+        return "cannot resolve the host name"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error ({exc.reason or exc})"
+    return str(exc) or type(exc).__name__
+
+
+class _Partial(Exception):
+    def __init__(self, received: int, error: RemoteError):
+        self.received = received
+        self.error = error
+
+
+HEADER_PREFIX = 1 << 20  # first guess at a GGUF header's size; grown 4x until the header fits
+
+
+def open_gguf_header(source: HttpSource):
+    """The `ModelFile` (config, tokenizer, tensor index) of a remote GGUF, without its weights: the header's bytes,
+    and the small tensors read at open (rope_freqs), are placed in a sparse in-memory copy of the file whose other
+    bytes stay holes that nothing reads."""
+    from netboot.formats import open_model
+    from netboot.formats.gguf import TruncatedHeader, parse_header
+    from netboot.sources import aligned_buffer
+
+    n = min(HEADER_PREFIX, source.size)
+    prefix = source.read(0, n, aligned_buffer(n))
+    while True:
+        try:
+            _, infos, data_start = parse_header(memoryview(prefix), shown(source.name), source.size)
+            break
+        except TruncatedHeader:
+            if n >= source.size:
+                raise
+            have, n = n, min(4 * n, source.size)
+            grown = aligned_buffer(n)
+            grown[:have] = prefix
+            prefix = grown[:n]
+            prefix[have:] = source.read(have, n - have, aligned_buffer(n - have))  # only the bytes not read yet
+    fd = os.memfd_create("netboot-header", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, source.size)
+        os.pwrite(fd, memoryview(prefix)[:data_start], 0)
+        file = open_model(f"/proc/self/fd/{fd}")
+        small = file.tensors.get("rope_freqs.weight")
+        if small is not None:
+            raw = source.read(small.offset, small.nbytes, aligned_buffer(small.nbytes))
+            os.pwrite(fd, memoryview(raw), small.offset)
+            file = open_model(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    return file
+
+
+class FallbackSource:
+    """A source that moves to the next of `fallbacks` (paths or URLs of the same file) when the current one cannot
+    deliver; a source that delivers wrong bytes is not left (the caller's hash check says so)."""
+
+    def __init__(self, refs: list[str], settings: Settings, note=print):
+        """Opens the first of `refs` that answers (a path or a URL)."""
+        self._fallbacks = list(refs)
+        self._settings = settings
+        self._note = note
+        self.size = -1
+        first_error = None
+        while self._fallbacks:
+            ref = self._fallbacks[0]
+            try:
+                self.current = self._open_next()
+                self.size = self.current.size
+                break
+            except (RemoteError, OSError) as e:
+                first_error = first_error or e
+                if self._fallbacks:
+                    self._note(f"{shown(ref)}: {getattr(e, 'reason', e)}; trying {shown(self._fallbacks[0])}")
+        else:
+            raise first_error
+
+    @property
+    def name(self) -> str:
+        return self.current.name
+
+    @property
+    def kind(self) -> str:
+        return self.current.kind
+
+    def read(self, offset: int, length: int, buf: np.ndarray) -> np.ndarray:
+        while True:
+            try:
+                return self.current.read(offset, length, buf)
+            except RemoteError as e:
+                if not e.unreachable or not self._fallbacks:
+                    raise
+                failed = self.current.name
+                self.current = self._open_next()
+                self._note(f"{shown(failed)} stopped answering ({e.reason}); streaming from "
+                           f"{shown(self.current.name)}")
+
+    def _open_next(self):
+        from netboot.remote.urls import is_url
+        from netboot.sources import FileSource
+
+        ref = self._fallbacks.pop(0)
+        source = HttpSource(ref, self._settings) if is_url(ref) else FileSource(ref)
+        if self.size >= 0 and source.size != self.size:
+            raise RemoteError(ref, f"fallback is {source.size} bytes, the model streamed so far {self.size}: not "
+                                   "the same file")
+        return source
+
+    def close(self) -> None:
+        self.current.close()
