@@ -24,6 +24,7 @@ class ByteSource(Protocol):
     name: str  # what `--explain` prints: the path or URL
     kind: str  # "disk" or "network"
     size: int
+    bytes_read: int
 
     def read(self, offset: int, length: int, buf: np.ndarray) -> np.ndarray: ...
     def close(self) -> None: ...
@@ -44,6 +45,7 @@ class FileSource:
         self._fd = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self._fd).st_size
         self._direct_fd = self._open_direct(path)
+        self.bytes_read = 0  # asked for by callers (a direct read also reads the blocks around them)
 
     @property
     def direct(self) -> bool:
@@ -67,6 +69,7 @@ class FileSource:
     def read(self, offset: int, length: int, buf: np.ndarray) -> np.ndarray:
         if offset < 0 or offset + length > self.size:
             raise ValueError(f"{self.name}: bytes [{offset}, {offset + length}) are outside the file ({self.size})")
+        self.bytes_read += length
         if self._direct_fd is not None:
             start = offset - offset % ALIGN
             end = min(-(-(offset + length) // ALIGN) * ALIGN, -(-self.size // ALIGN) * ALIGN)

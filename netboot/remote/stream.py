@@ -45,6 +45,7 @@ class HttpSource:
         self._etag: str | None = None
         self.requests = 0
         self.reconnects = 0
+        self.bytes_read = 0
         self.size = -1
         self.size = self._get(0, 1, np.empty(1, dtype=np.uint8), probe=True)
 
@@ -79,6 +80,7 @@ class HttpSource:
                              f"({self.size})")
         if length:
             self._get(offset, length, buf[:length])
+            self.bytes_read += length
         return buf[:length]
 
     def _get(self, offset: int, length: int, out: np.ndarray, probe: bool = False) -> int:
@@ -259,6 +261,7 @@ class FallbackSource:
         self._fallbacks = list(refs)
         self._settings = settings
         self._note = note
+        self._done = 0  # bytes read from sources left behind
         self.size = -1
         first_error = None
         while self._fallbacks:
@@ -282,6 +285,10 @@ class FallbackSource:
     def kind(self) -> str:
         return self.current.kind
 
+    @property
+    def bytes_read(self) -> int:
+        return self._done + self.current.bytes_read
+
     def read(self, offset: int, length: int, buf: np.ndarray) -> np.ndarray:
         while True:
             try:
@@ -290,6 +297,7 @@ class FallbackSource:
                 if not e.unreachable or not self._fallbacks:
                     raise
                 failed = self.current.name
+                self._done += self.current.bytes_read
                 self.current = self._open_next()
                 self._note(f"{shown(failed)} stopped answering ({e.reason}); streaming from "
                            f"{shown(self.current.name)}")
