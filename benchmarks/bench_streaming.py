@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--budget", default="160MB", help="--max-memory of the streamed runs")
     parser.add_argument("--tokens", type=int, default=16, help="decoded tokens per run (median per token)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement (medians are shown)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-budget", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--prefetch", type=int, default=1, help=argparse.SUPPRESS)
@@ -133,36 +134,50 @@ def main() -> None:
         from netboot.remote.stream import HttpSource
         from netboot.sources import FileSource
 
-        rows = []
         resident = run_worker(args.model, None, 1, args.tokens, args.threads)
         print(f"resident: {resident['ms_per_token']:.1f} ms/token, peak RSS {resident['peak_rss'] / MB:.0f} MB",
               file=sys.stderr)
-        peers = {"disk": ("dd iflag=direct", dd_throughput(args.model)), "network": ("curl", curl_throughput(url))}
         size = model.stat().st_size
-        ours = {"disk": reader_throughput(FileSource(args.model), 2 << 20, size),
-                "network": reader_throughput(HttpSource(url), 2 << 20, size)}
-        for kind, ref in (("disk", args.model), ("network", url)):
+        # Rounds: this machine's disk and CPU drift with its neighbours, so every figure is measured again in each
+        # round, the throughputs right before the streamed runs they bound, and the medians are compared.
+        samples: dict[tuple, list] = {}
+        for _ in range(args.rounds):
+            for kind, ref in (("disk", args.model), ("network", url)):
+                if kind == "disk":
+                    samples.setdefault(("peer", kind), []).append(dd_throughput(args.model))
+                    samples.setdefault(("reader", kind), []).append(
+                        reader_throughput(FileSource(args.model), 2 << 20, size))
+                else:
+                    samples.setdefault(("peer", kind), []).append(curl_throughput(url))
+                    samples.setdefault(("reader", kind), []).append(reader_throughput(HttpSource(url), 2 << 20, size))
+                for prefetch in (1, 0):
+                    r = run_worker(ref, budget, prefetch, args.tokens, args.threads)
+                    samples.setdefault((kind, prefetch), []).append(r)
+                    print(f"{kind} prefetch {'on' if prefetch else 'off'}: {r['ms_per_token']:.1f} ms/token, "
+                          f"{r['bytes_per_token'] / MB:.1f} MB/token, peak RSS {r['peak_rss'] / MB:.0f} MB",
+                          file=sys.stderr)
+        peers = {kind: statistics.median(samples[("peer", kind)]) for kind in ("disk", "network")}
+        ours = {kind: statistics.median(samples[("reader", kind)]) for kind in ("disk", "network")}
+        rows = []
+        for kind in ("disk", "network"):
             for prefetch in (1, 0):
-                r = run_worker(ref, budget, prefetch, args.tokens, args.threads)
-                peer_name, peer = peers[kind]
-                bound_peer = 1000 * r["bytes_per_token"] / peer
-                bound_ours = 1000 * r["bytes_per_token"] / ours[kind]
-                rows.append((kind, "on" if prefetch else "off", r, peer_name, peer, bound_peer, bound_ours))
-                print(f"{kind} prefetch {'on' if prefetch else 'off'}: {r['ms_per_token']:.1f} ms/token, "
-                      f"{r['bytes_per_token'] / MB:.1f} MB/token, peak RSS {r['peak_rss'] / MB:.0f} MB",
-                      file=sys.stderr)
+                runs = samples[(kind, prefetch)]
+                r = {key: statistics.median(x[key] for x in runs) for key in runs[0]}
+                rows.append((kind, "on" if prefetch else "off", r, 1000 * r["bytes_per_token"] / peers[kind],
+                             1000 * r["bytes_per_token"] / ours[kind]))
     finally:
         server.terminate()
         server.wait(10)
 
     print(f"model: {args.model}; --max-memory {args.budget}; threads {args.threads}; {args.tokens} decoded tokens, "
-          f"median per token; resident decode {resident['ms_per_token']:.1f} ms/token")
-    print(f"throughput: disk {peers['disk'][1] / MB:.0f} MB/s (dd iflag=direct), {ours['disk'] / MB:.0f} MB/s "
-          f"(netboot's reader); network {peers['network'][1] / MB:.0f} MB/s (curl from netboot serve), "
+          f"median per token, medians of {args.rounds} rounds; resident decode {resident['ms_per_token']:.1f} "
+          "ms/token")
+    print(f"throughput: disk {peers['disk'] / MB:.0f} MB/s (dd iflag=direct), {ours['disk'] / MB:.0f} MB/s "
+          f"(netboot's reader); network {peers['network'] / MB:.0f} MB/s (curl from netboot serve), "
           f"{ours['network'] / MB:.0f} MB/s (netboot's reader)")
     print("| source  | prefetch | MB/token | ms/token | bound (peer) | ratio | bound (reader) | ratio | peak RSS MB |")
     print("|---------|----------|---------:|---------:|-------------:|------:|---------------:|------:|------------:|")
-    for kind, pf, r, _, _, bp, bo in rows:
+    for kind, pf, r, bp, bo in rows:
         ms = r["ms_per_token"]
         print(f"| {kind:<7} | {pf:<8} | {r['bytes_per_token'] / MB:8.1f} | {ms:8.1f} | {bp:12.1f} | {ms / bp:5.2f} | "
               f"{bo:14.1f} | {ms / bo:5.2f} | {r['peak_rss'] / MB:11.0f} |")
