@@ -111,8 +111,10 @@ def test_a_larger_budget_keeps_more_resident(default_model_path, resident_text):
 def test_a_budget_below_what_the_process_needs_is_refused(default_model_path):
     line = run(default_model_path, *RUN, "--max-memory", "60MB").error_line()
     assert "--max-memory 60 MB is below what this process needed to start" in line
-    line = run(default_model_path, *RUN, "--max-memory", "142MB").error_line()
-    assert "--max-memory 142 MB is below what this" in line
+    # Starts, but a 5000-token run's KV cache (180 MB) alone is over the budget.
+    line = run(default_model_path, "-p", PROMPT, "-n", "5000", "--max-memory", "200MB").error_line()
+    assert "--max-memory 200 MB is below what this run needs with every weight streamed" in line
+    assert "the KV cache for 5023 positions 185 MB" in line  # 23 prompt tokens; 36,864 bytes a position
 
 
 # -- network ------------------------------------------------------------------------------------------------------
