@@ -113,11 +113,13 @@ def set_threads(n: int) -> int:
     return _threads
 
 
-def warm() -> None:
+def warm() -> bool:
     """Load (or, the first time, compile) every kernel now rather than inside the first token's forward pass:
     each with the array types the model passes it. Then LLVM's code goes back to the kernel (`netboot.memory`):
-    nothing compiles again."""
+    nothing compiles again. Returns whether anything had to be compiled (no cached machine code)."""
     from netboot import jit, memory, ops
+
+    kernels = (blocks.matvec_rows, blocks.dequantize_rows, ops.rms_norm, ops.rope, ops.attend_one)
 
     row = np.zeros((1, 34), dtype=np.uint8)
     matvec(row, GGMLType.Q8_0, np.zeros((1, 32), dtype=np.float32))
@@ -130,3 +132,4 @@ def warm() -> None:
     cache = np.ones((1, 2, 4), np.float32)[:, :1]  # a KV cache's filled part: not contiguous
     ops.attend_one(h3[0], cache, cache, 0, np.float32(1))
     memory.release_library_code(jit.LLVM_LIBRARY)
+    return any(sum(k.stats.cache_misses.values()) for k in kernels)

@@ -3,6 +3,7 @@ tokenizer."""
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,9 +80,9 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
     With `max_memory` (bytes of peak RSS), weights that do not fit are streamed from the file as the forward pass
     needs them (`netboot.streaming`), for runs of up to `positions` tokens (or `positions(tokenizer)`), reading
     `prefetch` layers ahead."""
-    from netboot import kernels
-
     if max_memory is None:
+        from netboot import kernels
+
         file = open_ref(ref, tokenizer, **network)
         kernels.warm()
         return LoadedModel(file, Model(file.config, ResidentWeights(file.tensors)))
@@ -89,10 +90,16 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
 
 
 def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, network: dict) -> LoadedModel:
+    from netboot import memory
+
+    if "numba" not in sys.modules:  # LLVM's library is read from disk as touched, not mapped whole (netboot.memory)
+        library = memory.llvm_library()
+        if library is not None:
+            memory.evict_from_page_cache(library)
     from netboot import kernels
     from netboot.streaming import StreamedWeights, plan_memory
 
-    kernels.warm()  # first: the peak while the kernels load must not add to the header's and tokenizer's memory
+    compiled = kernels.warm()  # first: the peak while kernels load must not add to the header's and tokenizer's
     hashes: dict = {}
     if is_url(ref):
         source, file, hashes = _open_remote(ref, tokenizer, network)
@@ -107,7 +114,7 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, ne
         file.tokenizer  # noqa: B018 - the tokenizer is part of what the process holds before weights
     if callable(positions):
         positions = positions(file.tokenizer)
-    plan = plan_memory(file, max_memory, positions, prefetch)
+    plan = plan_memory(file, max_memory, positions, prefetch, compiled=compiled)
     weights = StreamedWeights(file, source, plan, hashes)
     return LoadedModel(file, Model(file.config, weights), plan, source)
 

@@ -110,15 +110,18 @@ def working_bytes(file: ModelFile, positions: int) -> int:
 
 
 def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int = 1,
-                process: int | None = None) -> MemoryPlan:
+                process: int | None = None, compiled: bool = False) -> MemoryPlan:
     """What stays resident and what streams under `budget` bytes of peak RSS, for a run of up to `positions`
     tokens. First the table's read size (the largest of CHUNK_SIZES that fits), then layers kept resident (each
-    one saves its bytes on every token), then the embedding table."""
+    one saves its bytes on every token), then the embedding table. `compiled`: this process compiled the kernels
+    (nothing cached yet), which takes more memory than loading them."""
     started = memory.peak_rss()
     if process is None and started > budget:
+        why = ("compiling the kernels, which only a first run does: run once without --max-memory to cache them"
+               if compiled else "loading the interpreter, numba and the compiled kernels, before any weight")
         raise MemoryBudgetError(
             f"--max-memory {budget / MB:.0f} MB is below what this process needed to start: it reached "
-            f"{started / MB:.0f} MB loading the interpreter, numba and the compiled kernels, before any weight"
+            f"{started / MB:.0f} MB {why}"
         )
     process = memory.rss() if process is None else process
     spans = layer_spans(file)
