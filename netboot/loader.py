@@ -3,7 +3,6 @@ tokenizer."""
 
 from __future__ import annotations
 
-import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,10 +91,7 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
 def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, network: dict) -> LoadedModel:
     from netboot import memory
 
-    if "numba" not in sys.modules:  # LLVM's library is read from disk as touched, not mapped whole (netboot.memory)
-        library = memory.llvm_library()
-        if library is not None:
-            memory.evict_from_page_cache(library)
+    memory.lean_start()  # when numba is not loaded yet (the `run` command does this before importing the model)
     from netboot import kernels
     from netboot.streaming import StreamedWeights, plan_memory
 

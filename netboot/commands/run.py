@@ -58,6 +58,10 @@ def main(args: argparse.Namespace) -> int:
     problem = _validate_sampling(args)
     if problem:
         return fail(problem)
+    if args.max_memory is not None:
+        from netboot.memory import lean_start
+
+        lean_start()  # before anything imports numba
     from netboot.generate import Generation
     from netboot.loader import load
     from netboot.sampling import SamplingParams
