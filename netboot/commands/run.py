@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
 def _print_stats(stats, load_seconds: float) -> None:
     from netboot import memory
 
-    peak_mb = memory.peak_rss() / 2**20
+    peak_mb = memory.peak_rss() / 1e6  # MB as --max-memory counts them
     print(f"load: {load_seconds:.2f} s | prefill: {stats.prompt_tokens} tokens, {stats.prefill_tps:.1f} tok/s | "
           f"decode: {stats.generated_tokens} tokens, {stats.decode_tps:.2f} tok/s | peak RSS: {peak_mb:.0f} MB | "
           f"stop: {stats.stop_reason}", file=sys.stderr)
