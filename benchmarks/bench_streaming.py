@@ -55,6 +55,8 @@ def worker(model: str, budget: int | None, prefetch: int, tokens: int) -> dict:
 
 def run_worker(model: str, budget: int | None, prefetch: int, tokens: int, threads: int) -> dict:
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
+    if budget:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"  # as `netboot run --max-memory` sets it
     cmd = [sys.executable, __file__, "--worker", model, "--worker-budget", str(budget or 0), "--prefetch",
            str(prefetch), "--tokens", str(tokens)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -61,6 +62,10 @@ def main(args: argparse.Namespace) -> int:
     if args.max_memory is not None:
         from netboot.memory import lean_start
 
+        # Streaming is bound by reads: numba's idle OpenMP workers spinning between kernels take the cores that
+        # reading and hashing need (network streaming measured 20% faster with them sleeping; resident decoding
+        # 10% slower, so only here). Read when OpenMP starts, so before numba runs anything.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         lean_start()  # before anything imports numba
     from netboot.generate import Generation
     from netboot.loader import load
