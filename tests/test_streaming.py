@@ -150,6 +150,16 @@ def test_default_model_streams_over_http_under_160_mb(tmp_path, servers, default
     assert len({r["port"] for r in gets}) <= 2, "ranges must reuse keep-alive connections"
 
 
+def test_streams_from_nginx_without_a_catalog(tmp_path, servers, default_model_path, resident_text):
+    nginx = servers.nginx(default_model_path.parent)
+    result = run(nginx.url(default_model_path.name), *RUN, "--max-memory", "160MB")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == resident_text
+    assert result.peak_rss < 160 * MB, result.peak_rss
+    ranged = [line for line in nginx.log_path.read_text().splitlines() if " 206 " in line]
+    assert len(ranged) > 18  # every layer, the table's chunks, the header: all ranged
+
+
 def test_a_server_that_ignores_range_is_refused(tmp_path, servers, default_model_path):
     srv = servers.http_server(default_model_path.parent)
     line = run(srv.url(default_model_path.name), *RUN, "--max-memory", "160MB").error_line()
