@@ -78,6 +78,15 @@ class MemoryPlan:
         return self.process + self.kv_cache + self.working + self.buffers + self.resident_bytes
 
 
+def new_digest(name: str):
+    """A hashlib-like object for a digest a catalog publishes: xxh3_128 (xxhash) or sha256."""
+    if name == "xxh3_128":
+        import xxhash
+
+        return xxhash.xxh3_128()
+    return hashlib.sha256()
+
+
 def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -165,9 +174,9 @@ class StreamedMatrix:
     """A (rows, cols) matrix of blocks left in its source: products read it a chunk at a time, lookups read rows."""
 
     def __init__(self, index: QTensor, source: ByteSource, pool: ThreadPoolExecutor, chunk_bytes: int = CHUNK_BYTES,
-                 sha256: str | None = None):
+                 digest: tuple[str, str] | None = None):
         self.name, self.qtype, self.shape = index.name, index.qtype, index.shape
-        self.sha256 = sha256  # of the whole matrix: each product checks the bytes it streamed
+        self.digest = digest  # (name, hex) of the whole matrix: each product checks the bytes it streamed
         self._hasher = None
         self.offset, self.rows, self.cols = index.offset, index.rows, index.cols
         self.row_bytes = row_bytes(self.qtype, self.cols)
@@ -194,16 +203,17 @@ class StreamedMatrix:
         """x @ M.T, (n, cols) -> (n, rows), reading M once with the next chunk in flight; with a known sha256 the
         bytes are checked as they stream, and a product over bad bytes is done again once before failing."""
         for attempt in range(2):
-            self._hasher = hashlib.sha256() if self.sha256 else None
+            self._hasher = new_digest(self.digest[0]) if self.digest else None
             out = self._product(x)
-            if self._hasher is None or self._hasher.hexdigest() == self.sha256:
+            if self._hasher is None or self._hasher.hexdigest() == self.digest[1]:
                 return out
             if attempt == 0:
-                note(f"netboot: {self.name} from {self._source.name} does not match its sha256; reading it again")
+                note(f"netboot: {self.name} from {self._source.name} does not match its {self.digest[0]}; "
+                     "reading it again")
         from netboot.remote.http import IntegrityError
 
-        raise IntegrityError(self._source.name, f"{self.name} does not match the sha256 the server published, "
-                                                "read twice: the server sends corrupt data")
+        raise IntegrityError(self._source.name, f"{self.name} does not match the {self.digest[0]} the server "
+                                                "published, read twice: the server sends corrupt data")
 
     def _product(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.rows), dtype=np.float32)
@@ -234,9 +244,10 @@ class StreamedWeights:
     """The `Weights` of a model whose file is read through `source` as `plan` says."""
 
     def __init__(self, file: ModelFile, source: ByteSource, plan: MemoryPlan,
-                 hashes: dict[tuple[int, int], str] | None = None):
+                 hashes: dict[tuple[int, int], tuple[str, str]] | None = None):
         self.file, self.source, self.plan = file, source, plan
-        self.hashes = hashes or {}  # sha256 by byte span (the server's catalog): every read of one is checked
+        # (digest name, hex) by byte span, from the server's catalog: every read of a span is checked
+        self.hashes = hashes or {}
         self.verified = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="netboot-fetch")
         self._spans = layer_spans(file)
@@ -266,15 +277,18 @@ class StreamedWeights:
             raw = self.source.read(start, nbytes, buf)
             if expected is None:
                 return raw
-            if hashlib.sha256(raw).hexdigest() == expected:
+            digest = new_digest(expected[0])
+            digest.update(raw)
+            if digest.hexdigest() == expected[1]:
                 self.verified += 1
                 return raw
             if attempt == 0:
-                note(f"netboot: {what} from {self.source.name} does not match its sha256; reading it again")
+                note(f"netboot: {what} from {self.source.name} does not match its {expected[0]}; reading it again")
         from netboot.remote.http import IntegrityError  # only a network source has published hashes
 
         raise IntegrityError(self.source.name, f"{what} (bytes {start}-{start + nbytes - 1}) does not match the "
-                                               "sha256 the server published, read twice: the server sends corrupt data")
+                                               f"{expected[0]} the server published, read twice: the server sends "
+                                               "corrupt data")
 
     @staticmethod
     def _views(span: Span, raw: np.ndarray) -> dict[str, QTensor]:
@@ -295,7 +309,7 @@ class StreamedWeights:
             raw = self._read(t.offset, t.nbytes, aligned_buffer(t.nbytes), t.name)
             return QTensor.from_bytes(t.name, t.qtype, t.shape, raw, offset=t.offset)
         return StreamedMatrix(t, self.source, self._pool, self.plan.chunk_bytes,
-                              sha256=self.hashes.get((t.offset, t.offset + t.nbytes)))
+                              digest=self.hashes.get((t.offset, t.offset + t.nbytes)))
 
     def _fetch(self, layer: int, slot: int) -> dict[str, QTensor]:
         span = self._spans[layer]

@@ -21,13 +21,14 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+import xxhash
 from servers import connect, need_tool, raw_request, read_until_close, serving, split_response
 
 ENTRY_KEYS = {"name", "url", "format", "architecture", "n_layers", "size", "sha256", "files", "tokenizer", "layers",
               "globals"}
 FILE_KEYS = {"path", "url", "size", "sha256", "etag"}
-LAYER_KEYS = {"layer", "file", "start", "end", "sha256", "tensors"}
-GLOBAL_KEYS = {"name", "type", "file", "start", "end", "sha256"}
+LAYER_KEYS = {"layer", "file", "start", "end", "sha256", "xxh3_128", "tensors"}
+GLOBAL_KEYS = {"name", "type", "file", "start", "end", "sha256", "xxh3_128"}
 DATA = bytes(range(256)) * 4 + b"0123456789"  # 1034 bytes
 SEED_REQUEST = b"GET /stories110M.bin HTTP/1.0\r\nHost: 10.0.2.2\r\nConnection: close\r\n\r\n"
 SECRET = b"outside the served directory"
@@ -164,12 +165,14 @@ def test_catalog_schema_and_hashes(server, tree, default_model_path):
 
 
 def check_ranges(tree: Path, entry: dict) -> None:
-    """Every layer and global record's sha256 is that of its bytes; every tensor lies inside its layer's span."""
+    """Every layer and global record's sha256 and xxh3_128 are those of its bytes; every tensor lies inside its
+    layer's span."""
     for rel in {r["file"] for r in entry["layers"] + entry["globals"]}:
         with open(tree / rel, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             for r in entry["layers"] + entry["globals"]:
                 if r["file"] == rel:
                     assert sha256(m[r["start"] : r["end"]]) == r["sha256"], (rel, r.get("layer"), r.get("name"))
+                    assert xxhash.xxh3_128_hexdigest(m[r["start"] : r["end"]]) == r["xxh3_128"]
                     for t in r.get("tensors", []):
                         assert r["start"] <= t["start"] < t["end"] <= r["end"]
 

@@ -171,11 +171,11 @@ def test_corrupted_bytes_are_refetched_then_reported(tmp_path, servers, default_
     result = run(once.url(default_model_path.name), *RUN, "--max-memory", "160MB")
     assert result.returncode == 0, result.stderr
     assert result.stdout == resident_text
-    assert "does not match its sha256; reading it again" in result.stderr
+    assert "does not match its xxh3_128; reading it again" in result.stderr
 
     always = servers.fault("lie", default_model_path, "--catalog", "--catalog-layers")
     line = run(always.url(default_model_path.name), *RUN, "--max-memory", "160MB").error_line()
-    assert "does not match the sha256 the server published, read twice" in line
+    assert "does not match the xxh3_128 the server published, read twice" in line
 
 
 def test_dropped_connections_resume_from_the_missing_bytes(tmp_path, servers, default_model_path, resident_text):

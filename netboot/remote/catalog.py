@@ -119,9 +119,10 @@ def _lookup_file(entries: list[dict], base: str, url: str) -> CatalogFile | None
     return None
 
 
-def span_hashes(entries: list[dict] | None, url: str) -> dict[tuple[int, int], str]:
-    """sha256 by byte span [start, end) of the file at `url`: its layers' and its global tensors', as the catalog
-    publishes them (empty when the server has no catalog or does not list the file)."""
+def span_hashes(entries: list[dict] | None, url: str) -> dict[tuple[int, int], tuple[str, str]]:
+    """(digest name, hex) by byte span [start, end) of the file at `url`: its layers' and its global tensors', as the
+    catalog publishes them; xxh3_128 where given (10x faster to check than sha256), else sha256. Empty when the
+    server has no catalog or does not list the file."""
     if not entries:
         return {}
     base = origin(url) + "/models"
@@ -133,8 +134,12 @@ def span_hashes(entries: list[dict] | None, url: str) -> dict[tuple[int, int], s
                 continue
             spans = {}
             for r in (e.get("layers") or []) + (e.get("globals") or []):
-                sha = r.get("sha256") if isinstance(r, dict) else None
-                if r.get("file") == cf.path and isinstance(sha, str) and len(sha) == 64:
-                    spans[(int(r["start"]), int(r["end"]))] = sha.lower()
+                if not isinstance(r, dict) or r.get("file") != cf.path:
+                    continue
+                for name, length in (("xxh3_128", 32), ("sha256", 64)):
+                    digest = r.get(name)
+                    if isinstance(digest, str) and len(digest) == length:
+                        spans[(int(r["start"]), int(r["end"]))] = (name, digest.lower())
+                        break
             return spans
     return {}

@@ -18,16 +18,18 @@ Entry (the schema `netboot.remote.catalog` reads; URLs are absolute, built from 
      "files": [{"path": relative to the root, "url", "size", "sha256", "etag": the ETag the file is served with}],
               main file (or the shards, in order) first,
      "tokenizer": URL of tokenizer.bin / tokenizer.json, or null (GGUF carries its own),
-     "layers": [{"layer", "file", "start", "end", "sha256": of bytes [start, end) of that file,
+     "layers": [{"layer", "file", "start", "end", "sha256" and "xxh3_128": of bytes [start, end) of that file,
                  "tensors": [{"name", "type", "start", "end"}]}],
-     "globals": [{"name", "type", "file", "start", "end", "sha256"}]}   (token_embd, output_norm, output, ...)
+     "globals": [{"name", "type", "file", "start", "end", "sha256", "xxh3_128"}]}   (token_embd, output_norm, ...)
 Tensor names are GGUF's canonical names whatever the format. A layer's tensors all lie in one file for GGUF and
 llama2.c; a SafeTensors checkpoint may split one layer over two shards: `layers` then holds one record per
 (layer, file), in layer order, and [start, end) is the span of that layer's tensors within that file. For
 SafeTensors, "type" and the byte ranges are those of the stored tensor (F32, F16 or BF16), also for the Gemma norm
 weights that netboot turns into 1 + w when it loads them.
 
-sha256 are computed once (one pass over each file) and cached in ROOT/.netboot/hashes.json, keyed by relative path,
+Spans carry two digests: sha256, and xxh3_128 (10x faster to check: a streaming client checks every span it reads on
+every token; both come from this server, so they guard against corruption on the way, not against the server).
+Digests are computed once (one pass over each file) and cached in ROOT/.netboot/hashes.json, keyed by relative path,
 size and mtime_ns, or, when the root is not writable, in `netboot.default_model.cache_dir()/server-hashes/`.
 `Catalog.refresh()` re-stats every file on each call and re-describes only what changed, so a catalog is never
 stale, and a file that changes while it is hashed is hashed again.
@@ -47,12 +49,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import xxhash
+
 from netboot.errors import NetbootError
 from netboot.formats import is_gguf
 
 HASH_DIR = ".netboot"
 HASH_FILE = "hashes.json"
-HASH_VERSION = 1
+HASH_VERSION = 2  # 2: spans carry sha256 and xxh3_128
 CHUNK = 4 << 20
 
 
@@ -249,18 +253,20 @@ def describe(root: Path, cand: Candidate, hashes: HashCache) -> dict[str, Any]:
         for rel in sorted(by_file, key=files.index):
             tensors = sorted(by_file[rel], key=lambda t: t["start"])
             layers.append({"layer": layer["layer"], "file": rel, "start": min(t["start"] for t in tensors),
-                           "end": max(t["end"] for t in tensors), "sha256": None, "tensors": tensors})
+                           "end": max(t["end"] for t in tensors), "sha256": None, "xxh3_128": None,
+                           "tensors": tensors})
     globals_ = []
     for name in sorted((n for n in model.tensors if not n.startswith("blk.")), key=lambda n: locations[n][1:3]):
         rel, start, end, qtype = locations[name]
-        globals_.append({"name": name, "type": qtype, "file": rel, "start": start, "end": end, "sha256": None})
+        globals_.append({"name": name, "type": qtype, "file": rel, "start": start, "end": end, "sha256": None,
+                         "xxh3_128": None})
 
     spans: dict[str, set[tuple[int, int]]] = {rel: set() for rel in files}
     for r in layers + globals_:
         spans[r["file"]].add((r["start"], r["end"]))
     digests = {rel: hashes.digest(root, stats[rel], spans[rel]) for rel in files}
     for r in layers + globals_:
-        r["sha256"] = digests[r["file"]][1][(r["start"], r["end"])]
+        r.update(digests[r["file"]][1][(r["start"], r["end"])])
 
     file_entries = [{"path": rel, "url": url_path(rel), "size": stats[rel].size, "sha256": digests[rel][0],
                      "etag": etag(stats[rel].size, stats[rel].mtime_ns)} for rel in files]
@@ -307,11 +313,14 @@ def _safetensors_locations(root: Path, main: str, model, visible: set[str]):
 # -- hashes ---------------------------------------------------------------------------------------------------------
 
 
-def hash_file(path: Path, spans: set[tuple[int, int]] | None = None) -> tuple[str, dict[tuple[int, int], str]]:
-    """sha256 of the whole file and of each [start, end) span, in one sequential pass."""
+SPAN_DIGESTS = {"sha256": hashlib.sha256, "xxh3_128": xxhash.xxh3_128}
+
+
+def hash_file(path: Path, spans: set[tuple[int, int]] | None = None) -> tuple[str, dict[tuple[int, int], dict]]:
+    """sha256 of the whole file, and each SPAN_DIGESTS of each [start, end) span, in one sequential pass."""
     ordered = sorted(spans or ())
     whole = hashlib.sha256()
-    hashers = [hashlib.sha256() for _ in ordered]
+    hashers = [_SpanHashers() for _ in ordered]
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     pos = 0
@@ -332,11 +341,23 @@ def hash_file(path: Path, spans: set[tuple[int, int]] | None = None) -> tuple[st
             pos = hi
     if ordered and max(e for _, e in ordered) > pos:
         raise NetbootError(f"{path}: a tensor ends past the end of the file ({pos} bytes)")
-    return whole.hexdigest(), {s: h.hexdigest() for s, h in zip(ordered, hashers, strict=True)}
+    return whole.hexdigest(), {s: h.hexdigests() for s, h in zip(ordered, hashers, strict=True)}
+
+
+class _SpanHashers:
+    def __init__(self):
+        self.hashers = {name: new() for name, new in SPAN_DIGESTS.items()}
+
+    def update(self, data) -> None:
+        for h in self.hashers.values():
+            h.update(data)
+
+    def hexdigests(self) -> dict[str, str]:
+        return {name: h.hexdigest() for name, h in self.hashers.items()}
 
 
 class HashCache:
-    """{"version": 1, "files": {rel: {"size", "mtime_ns", "sha256", "ranges": {"START-END": hex}}}}, in
+    """{"version": 2, "files": {rel: {"size", "mtime_ns", "sha256", "ranges": {"START-END": {digest: hex}}}}}, in
     ROOT/.netboot/hashes.json, or in the netboot cache directory when the root is not writable."""
 
     def __init__(self, root: Path):
@@ -358,7 +379,7 @@ class HashCache:
                 self.files = data["files"]
                 break
 
-    def digest(self, root: Path, st: FileStat, spans: set[tuple[int, int]]) -> tuple[str, dict[tuple[int, int], str]]:
+    def digest(self, root: Path, st: FileStat, spans: set[tuple[int, int]]) -> tuple[str, dict[tuple[int, int], dict]]:
         record = self.files.get(st.rel)
         if not isinstance(record, dict) or record.get("size") != st.size or record.get("mtime_ns") != st.mtime_ns:
             record = None
