@@ -27,6 +27,7 @@ class ByteSource(Protocol):
     bytes_read: int
 
     def read(self, offset: int, length: int, buf: np.ndarray) -> np.ndarray: ...
+    def stream(self, offset: int, length: int): ...  # .read(n, buf) the next n bytes, in order; .close()
     def close(self) -> None: ...
 
 
@@ -90,8 +91,25 @@ class FileSource:
                 raise OSError(f"{self.name}: unexpected end of file at byte {offset + done}")
             done += n
 
+    def stream(self, offset: int, length: int) -> FileStream:
+        """Bytes [offset, offset + length) read piece by piece, in order (as `HttpSource.stream`)."""
+        return FileStream(self, offset)
+
     def close(self) -> None:
         for fd in (self._fd, self._direct_fd):
             if fd is not None:
                 os.close(fd)
         self._direct_fd = None
+
+
+class FileStream:
+    def __init__(self, source: FileSource, offset: int):
+        self.source, self.pos = source, offset
+
+    def read(self, n: int, buf: np.ndarray) -> np.ndarray:
+        raw = self.source.read(self.pos, n, buf)
+        self.pos += n
+        return raw
+
+    def close(self) -> None:
+        pass

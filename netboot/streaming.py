@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,10 +190,10 @@ class StreamedMatrix:
     def nbytes(self) -> int:
         return self.rows * self.row_bytes
 
-    def _chunk(self, k: int) -> QTensor:
+    def _chunk(self, stream, k: int) -> QTensor:
         lo = k * self.chunk_rows
         hi = min(self.rows, lo + self.chunk_rows)
-        raw = self._source.read(self.offset + lo * self.row_bytes, (hi - lo) * self.row_bytes, self._buffers[k % 2])
+        raw = stream.read((hi - lo) * self.row_bytes, self._buffers[k % 2])
         self.bytes_read += raw.size
         if self._hasher is not None:
             self._hasher.update(raw)  # chunks are read in order, by the one fetch thread
@@ -216,15 +216,21 @@ class StreamedMatrix:
                                                 "published, read twice: the server sends corrupt data")
 
     def _product(self, x: np.ndarray) -> np.ndarray:
+        # One read of the whole matrix (a single Range request over HTTP), taken a chunk at a time, in order.
+        stream = self._source.stream(self.offset, self.nbytes)
         out = np.empty((x.shape[0], self.rows), dtype=np.float32)
         chunks = -(-self.rows // self.chunk_rows)
-        pending: Future = self._pool.submit(self._chunk, 0)
-        for k in range(chunks):
-            chunk = pending.result()
-            if k + 1 < chunks:
-                pending = self._pool.submit(self._chunk, k + 1)
-            lo = k * self.chunk_rows
-            out[:, lo : lo + chunk.rows] = matmul(x, chunk)
+        pending: Future = self._pool.submit(self._chunk, stream, 0)
+        try:
+            for k in range(chunks):
+                chunk = pending.result()
+                if k + 1 < chunks:
+                    pending = self._pool.submit(self._chunk, stream, k + 1)
+                lo = k * self.chunk_rows
+                out[:, lo : lo + chunk.rows] = matmul(x, chunk)
+        finally:
+            wait([pending])  # a read still in flight (after a failure) must end before the stream closes
+            stream.close()
         return out
 
     def take_rows(self, ids: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ class HttpSource:
     def __init__(self, url: str, settings: Settings | None = None):
         self.name = url
         self.settings = settings or Settings()
-        self._conn: http.client.HTTPConnection | None = None
+        self._conns: dict[str, http.client.HTTPConnection] = {}  # "main"; "stream" for a long range (`stream`)
         self._target = url  # after redirects
         self._etag: str | None = None
         self.requests = 0
@@ -51,22 +51,25 @@ class HttpSource:
 
     # -- the connection ------------------------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
+    def _connection(self, slot: str = "main") -> http.client.HTTPConnection:
+        conn = self._conns.get(slot)
+        if conn is None:
             parts = urlsplit(self._target)
             if parts.scheme == "https":
-                self._conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=self.settings.timeout,
-                                                         context=ssl.create_default_context())
+                conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=self.settings.timeout,
+                                                   context=ssl.create_default_context())
             elif parts.scheme == "http":
-                self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.settings.timeout)
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.settings.timeout)
             else:
                 raise RemoteError(self.name, f"unsupported URL scheme {parts.scheme!r}")
-        return self._conn
+            self._conns[slot] = conn
+        return conn
 
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _drop(self, slot: str | None = None) -> None:
+        for name in [slot] if slot else list(self._conns):
+            conn = self._conns.pop(name, None)
+            if conn is not None:
+                conn.close()
 
     def _path(self) -> str:
         parts = urlsplit(self._target)
@@ -106,36 +109,9 @@ class HttpSource:
             sleep_before_retry(self.settings, failures)
 
     def _request(self, offset: int, length: int, out: memoryview, probe: bool) -> int:
-        headers = {"Range": f"bytes={offset}-{offset + length - 1}", "User-Agent": USER_AGENT,
-                   "Accept-Encoding": "identity"}
         received = 0
         try:
-            for _ in range(self.settings.max_redirects + 1):
-                self.requests += 1
-                conn = self._connection()
-                conn.request("GET", self._path(), headers=headers)
-                response = conn.getresponse()
-                if response.status not in _REDIRECTS:
-                    break
-                location = response.getheader("location")
-                response.read()
-                if not location:
-                    raise RemoteError(self.name, f"HTTP {response.status} without a Location")
-                self._follow(urljoin(self._target, location))
-            else:
-                raise RemoteError(self.name, f"more than {self.settings.max_redirects} redirects")
-            if response.status == 200:
-                raise RangeNotSupported(self.name, "the server ignores Range requests (it sent the whole file), "
-                                        "so the model cannot be streamed from it: download it instead (netboot "
-                                        "pull URL), or serve it with netboot serve or nginx")
-            if response.status != 206:
-                retriable = response.status >= 500 or response.status in (408, 425, 429)
-                error = RemoteError(self.name, f"HTTP {response.status} {response.reason}".rstrip(),
-                                    retriable=retriable, status=response.status)
-                if retriable:
-                    raise _Partial(0, error)
-                raise error
-            size = self._check(response, offset, length, probe)
+            response, size = self._open("main", offset, length, probe)
             while received < length:
                 n = response.readinto(out[received:length])
                 if not n:
@@ -147,6 +123,44 @@ class HttpSource:
             return size
         except (OSError, http.client.HTTPException) as e:
             raise _Partial(received, RemoteError(self.name, _reason(e, self.settings), retriable=True)) from None
+
+    def _open(self, slot: str, offset: int, length: int, probe: bool = False):
+        """GET bytes [offset, offset + length) on connection `slot`, following redirects; returns the response,
+        its status and Content-Range checked, body unread, and the file's size."""
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}", "User-Agent": USER_AGENT,
+                   "Accept-Encoding": "identity"}
+        for _ in range(self.settings.max_redirects + 1):
+            self.requests += 1
+            conn = self._connection(slot)
+            conn.request("GET", self._path(), headers=headers)
+            response = conn.getresponse()
+            if response.status not in _REDIRECTS:
+                break
+            location = response.getheader("location")
+            response.read()
+            if not location:
+                raise RemoteError(self.name, f"HTTP {response.status} without a Location")
+            self._follow(urljoin(self._target, location))
+        else:
+            raise RemoteError(self.name, f"more than {self.settings.max_redirects} redirects")
+        if response.status == 200:
+            raise RangeNotSupported(self.name, "the server ignores Range requests (it sent the whole file), "
+                                    "so the model cannot be streamed from it: download it instead (netboot "
+                                    "pull URL), or serve it with netboot serve or nginx")
+        if response.status != 206:
+            retriable = response.status >= 500 or response.status in (408, 425, 429)
+            error = RemoteError(self.name, f"HTTP {response.status} {response.reason}".rstrip(),
+                                retriable=retriable, status=response.status)
+            if retriable:
+                raise _Partial(0, error)
+            raise error
+        return response, self._check(response, offset, length, probe)
+
+    def stream(self, offset: int, length: int) -> RangeStream:
+        """Bytes [offset, offset + length) as one Range request read piece by piece (`RangeStream.read`), on a
+        connection of its own. For a large span read every token (the output table): one request instead of one
+        per chunk, 3.3-4.5 GB/s on loopback against 1.3 GB/s in 2 MiB requests."""
+        return RangeStream(self, offset, length)
 
     def _follow(self, url: str) -> None:
         if origin(url) != origin(self._target):
@@ -188,6 +202,57 @@ class HttpSource:
 
     def close(self) -> None:
         self._drop()
+
+
+class RangeStream:
+    """A long Range request consumed in pieces, in order; a drop reopens it from the first byte not yet read."""
+
+    def __init__(self, source: HttpSource, offset: int, length: int):
+        self.source, self.pos, self.end = source, offset, offset + length
+        self.response = None
+
+    def read(self, n: int, buf: np.ndarray) -> np.ndarray:
+        """The next n bytes, into buf[:n]."""
+        src = self.source
+        view = memoryview(buf)[:n]
+        done, failures = 0, 0
+        while done < n:
+            try:
+                if self.response is None:
+                    self.response, _ = src._open("stream", self.pos, self.end - self.pos)
+                k = self.response.readinto(view[done:])
+                if not k:
+                    raise _Partial(0, RemoteError(src.name, "the server closed the connection before the end of "
+                                                            "the range", retriable=True))
+                done += k
+                self.pos += k
+            except (_Partial, OSError, http.client.HTTPException) as e:
+                error = e.error if isinstance(e, _Partial) else RemoteError(src.name, _reason(e, src.settings),
+                                                                             retriable=True)
+                self._reset()
+                if not error.retriable:
+                    raise error from None
+                failures += 1
+                if failures > src.settings.retries:
+                    final = RemoteError(src.name, f"{error.reason} (gave up after {failures} tries)")
+                    final.unreachable = True
+                    raise final from None
+                src.reconnects += 1
+                sleep_before_retry(src.settings, failures)
+            except RemoteError:
+                self._reset()
+                raise
+        src.bytes_read += n
+        return buf[:n]
+
+    def _reset(self) -> None:
+        self.response = None
+        self.source._drop("stream")
+
+    def close(self) -> None:
+        if self.response is not None and self.pos < self.end:
+            self._reset()  # the rest of the body is not wanted: the connection cannot serve another request
+        self.response = None
 
 
 def _reason(exc: BaseException, settings: Settings) -> str:
@@ -301,6 +366,9 @@ class FallbackSource:
                 self.current = self._open_next()
                 self._note(f"{shown(failed)} stopped answering ({e.reason}); streaming from "
                            f"{shown(self.current.name)}")
+
+    def stream(self, offset: int, length: int):
+        return self.current.stream(offset, length)
 
     def _open_next(self):
         from netboot.remote.urls import is_url
