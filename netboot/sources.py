@@ -27,7 +27,7 @@ class ByteSource(Protocol):
     bytes_read: int
 
     def read(self, offset: int, length: int, buf: np.ndarray) -> np.ndarray: ...
-    def stream(self, offset: int, length: int): ...  # .read(n, buf) the next n bytes, in order; .close()
+    def stream(self, offset: int, length: int, slot: str = ...): ...  # .read(n, buf): next n bytes; .close()
     def close(self) -> None: ...
 
 
@@ -91,7 +91,7 @@ class FileSource:
                 raise OSError(f"{self.name}: unexpected end of file at byte {offset + done}")
             done += n
 
-    def stream(self, offset: int, length: int) -> FileStream:
+    def stream(self, offset: int, length: int, slot: str = "stream") -> FileStream:
         """Bytes [offset, offset + length) read piece by piece, in order (as `HttpSource.stream`)."""
         return FileStream(self, offset)
 

@@ -217,7 +217,7 @@ class StreamedMatrix:
 
     def _product(self, x: np.ndarray) -> np.ndarray:
         # One read of the whole matrix (a single Range request over HTTP), taken a chunk at a time, in order.
-        stream = self._source.stream(self.offset, self.nbytes)
+        stream = self._source.stream(self.offset, self.nbytes, "table")
         out = np.empty((x.shape[0], self.rows), dtype=np.float32)
         chunks = -(-self.rows // self.chunk_rows)
         pending: Future = self._pool.submit(self._chunk, stream, 0)
@@ -267,6 +267,9 @@ class StreamedWeights:
         size = max((self._spans[i].nbytes for i in self._order), default=0)
         self._slots = [aligned_buffer(size) for _ in range(ring)]
         self._pending: dict[int, tuple[int, Future]] = {}  # layer -> (slot, its read)
+        spans = [self._spans[i] for i in self._order]
+        self._sequential = all(a.end == b.start for a, b in zip(spans, spans[1:], strict=False))
+        self._stream, self._stream_at = None, 0
         self.layer_reads = 0
         self._globals = {name: self._small(name) for name in ("output_norm.weight", "rope_freqs.weight")
                          if name in file.tensors}
@@ -275,12 +278,15 @@ class StreamedWeights:
         output = file.tensors.get("output.weight")
         self._output = self._embedding if output is None else self._table(output, plan.table_resident)
 
-    def _read(self, start: int, nbytes: int, buf: np.ndarray, what: str) -> np.ndarray:
-        """Bytes [start, start + nbytes) into buf, checked against their published sha256 if there is one: a bad
-        read is done again once, then reported."""
+    def _read(self, start: int, nbytes: int, buf: np.ndarray, what: str, stream=None) -> np.ndarray:
+        """Bytes [start, start + nbytes) into buf (from `stream` when given: it stands at `start`), checked
+        against their published digest if there is one: a bad read is done again once, then reported."""
         expected = self.hashes.get((start, start + nbytes))
         for attempt in range(2):
-            raw = self.source.read(start, nbytes, buf)
+            if stream is not None and attempt == 0:
+                raw = stream.read(nbytes, buf)
+            else:
+                raw = self.source.read(start, nbytes, buf)
             if expected is None:
                 return raw
             digest = new_digest(expected[0])
@@ -319,9 +325,32 @@ class StreamedWeights:
 
     def _fetch(self, layer: int, slot: int) -> dict[str, QTensor]:
         span = self._spans[layer]
-        views = self._views(span, self._read(span.start, span.nbytes, self._slots[slot], f"layer {layer}"))
+        views = self._views(span, self._read(span.start, span.nbytes, self._slots[slot], f"layer {layer}",
+                                             self._layer_stream(layer)))
         self.layer_reads += 1
         return views
+
+    def _layer_stream(self, layer: int):
+        """The streamed layers, when they lie one after another in the file in the order they are asked for, are
+        read as one stream per forward pass (one HTTP request, not one per layer); None where this layer is not
+        next in the current one (it is read on its own)."""
+        first = self._order[0]
+        if layer == first and self._sequential:
+            self._close_stream()
+            end = self._spans[self._order[-1]].end
+            self._stream = self.source.stream(self._spans[first].start, end - self._spans[first].start, "layers")
+            self._stream_at = self._spans[first].start
+        span = self._spans[layer]
+        if self._stream is None or self._stream_at != span.start:
+            self._close_stream()
+            return None
+        self._stream_at = span.end
+        return self._stream
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def layer(self, i: int) -> dict[str, QTensor]:
         if i in self._resident:
@@ -357,6 +386,7 @@ class StreamedWeights:
         for _, f in self._pending.values():
             f.result()
         self._pending.clear()
+        self._close_stream()
         self._pool.shutdown()
         self.source.close()
 

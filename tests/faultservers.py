@@ -5,7 +5,8 @@
 
 ROOT is a file (served as /NAME) or a directory (every file under it, by relative path). The first line on stdout
 is the port. With --log, every response is a JSON line: {"event": "response", "path", "range", "if_range",
-"if_none_match", "status", "length"} when it starts and {"event": "done", "path", "sent"} when its body is written
+"if_none_match", "status", "length"} when it starts and {"event": "done", "path", "range", "length", "sent"} when
+its body is written
 (`sent` counts body bytes handed to the socket). --catalog serves GET /models like `netboot serve` (sha256, sizes;
 --catalog-wrong-size: sizes one byte too many; --catalog-layers: the per-layer and per-tensor byte spans and sha256
 too, from netboot's own catalog code).
@@ -206,9 +207,9 @@ class Server:
         await self.send_head(writer, status, {**common, "Content-Length": str(length)})
         if method == "HEAD":
             return True
-        return await self.send_body(writer, path, file, start, end)
+        return await self.send_body(writer, path, file, start, end, rng)
 
-    async def send_body(self, writer, path: str, file: Path, start: int, end: int) -> bool:
+    async def send_body(self, writer, path: str, file: Path, start: int, end: int, rng: str | None = None) -> bool:
         args = self.args
         limit = None
         if self.mode == "stall" or (self.mode == "flaky" and self.responses <= args.count):
@@ -248,7 +249,7 @@ class Server:
                     await asyncio.sleep(len(data) / rate)
         finally:
             os.close(fd)
-            self.write_log(event="done", path=path, sent=sent)
+            self.write_log(event="done", path=path, range=rng, length=end - start, sent=sent)
         if pos < end:
             if self.mode == "stall":
                 await asyncio.sleep(3600)

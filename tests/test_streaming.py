@@ -147,7 +147,11 @@ def test_default_model_streams_over_http_under_160_mb(tmp_path, servers, default
     assert gets and all(r["status"] == 206 and r["range"] for r in gets)
     size = default_model_path.stat().st_size
     assert sum(r["bytes"] for r in gets) > 2 * size  # every token streams the weights again
-    assert len({r["port"] for r in gets}) <= 2, "ranges must reuse keep-alive connections"
+    # keep-alive: one connection each for the header and lookups, the layers' stream, the table's stream
+    assert len({r["port"] for r in gets}) <= 3, "ranges must reuse keep-alive connections"
+    # A few requests a forward pass (a stream of the layers, one of the table, the embedding rows), not one per
+    # layer and chunk (9 passes x (17 layers + 45-89 chunks) would be over 500).
+    assert len(gets) < 100, len(gets)
 
 
 def test_streams_from_nginx_without_a_catalog(tmp_path, servers, default_model_path, resident_text):
@@ -186,9 +190,8 @@ def test_dropped_connections_resume_from_the_missing_bytes(tmp_path, servers, de
     log = [e for e in srv.log() if e["path"] == "/" + default_model_path.name]
     starts = [e for e in log if e["event"] == "response"]
     ends = [e for e in log if e["event"] == "done"]
-    assert len(starts) == len(ends)  # one connection at a time: each response's end follows its start
-    cut = [(int(s["range"][6:].split("-")[0]), d["sent"]) for s, d in zip(starts, ends, strict=True)
-           if d["sent"] < s["length"]]
+    # Cut by the server (not left unread by the client when a stream is no longer needed): the first 6 answers.
+    cut = [(int(d["range"][6:].split("-")[0]), d["sent"]) for d in ends[:6] if d["sent"] < d["length"]]
     assert len(cut) >= 4, cut  # of the first 6 responses, those longer than 300000 bytes
     asked = {int(s["range"][6:].split("-")[0]) for s in starts}
     for first, sent in cut:
