@@ -101,12 +101,17 @@ class HttpSource:
                 self._drop()
                 raise
             failures += 1
-            if failures > self.settings.retries:
-                final = RemoteError(self.name, f"{error.reason} (gave up after {failures} tries)")
-                final.unreachable = True
-                raise final from None
-            self.reconnects += 1
-            sleep_before_retry(self.settings, failures)
+            self._retry_or_give_up(error, failures)
+
+    def _retry_or_give_up(self, error: RemoteError, failures: int) -> None:
+        """After the `failures`-th failed try: wait (backoff) before the next, or end with an error marked
+        unreachable (which moves a FallbackSource on) once the retries are spent."""
+        if failures > self.settings.retries:
+            final = RemoteError(self.name, f"{error.reason} (gave up after {failures} tries)")
+            final.unreachable = True
+            raise final from None
+        self.reconnects += 1
+        sleep_before_retry(self.settings, failures)
 
     def _request(self, offset: int, length: int, out: memoryview, probe: bool) -> int:
         received = 0
@@ -234,12 +239,7 @@ class RangeStream:
                 if not error.retriable:
                     raise error from None
                 failures += 1
-                if failures > src.settings.retries:
-                    final = RemoteError(src.name, f"{error.reason} (gave up after {failures} tries)")
-                    final.unreachable = True
-                    raise final from None
-                src.reconnects += 1
-                sleep_before_retry(src.settings, failures)
+                src._retry_or_give_up(error, failures)
             except RemoteError:
                 self._reset()
                 raise
