@@ -1,4 +1,11 @@
-"""The one exception type the interfaces turn into a one-line message and a non-zero exit."""
+"""The one exception type the interfaces turn into a one-line message and a non-zero exit, and `note`, the
+one-line remarks on stderr about something netboot did on its own (a fallback taken, a bad read done again)."""
+
+import sys
+
+
+def note(message: str) -> None:
+    print(f"netboot: {message}", file=sys.stderr, flush=True)
 
 
 class NetbootError(Exception):

@@ -127,14 +127,9 @@ def _open_remote(url: str, tokenizer, network: dict):
     settings = Settings(timeout=float(network.get("timeout", 30.0)), retries=int(network.get("retries", 3)))
     if not settings.timeout > 0 or settings.retries < 0:
         raise NetbootError("--timeout must be positive and --retries must not be negative")
-    source = FallbackSource([url, *network.get("fallbacks", ())], settings, _note)
+    source = FallbackSource([url, *network.get("fallbacks", ())], settings)
     file = open_gguf_header(source)
     current = source.current
     hashes = span_hashes(current.catalog(), current.name) if current.kind == "network" else {}
     return source, file, hashes
 
-
-def _note(message: str) -> None:
-    import sys
-
-    print(f"netboot: {message}", file=sys.stderr, flush=True)

@@ -12,15 +12,13 @@ while this one computes.
 
 from __future__ import annotations
 
-import hashlib
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from netboot import memory
-from netboot.errors import NetbootError
+from netboot.errors import NetbootError, note
 from netboot.formats import ModelFile
 from netboot.ggml import row_bytes
 from netboot.sources import ByteSource, aligned_buffer
@@ -79,16 +77,10 @@ class MemoryPlan:
 
 
 def new_digest(name: str):
-    """A hashlib-like object for a digest a catalog publishes: xxh3_128 (xxhash) or sha256."""
-    if name == "xxh3_128":
-        import xxhash
+    """A hashlib-like object for a digest a catalog publishes (only a network source has them)."""
+    from netboot.remote.catalog import SPAN_DIGESTS
 
-        return xxhash.xxh3_128()
-    return hashlib.sha256()
-
-
-def note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    return SPAN_DIGESTS[name]()
 
 
 def layer_spans(file: ModelFile) -> dict[int, Span]:
@@ -139,8 +131,13 @@ def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int = 1,
     prefetch = max(0, min(prefetch, n - 1))
     kv = kv_bytes(file, positions)
     working = working_bytes(file, positions)
+    largest = max(s.nbytes for s in spans.values())
+
+    def buffers_for(layer_buffers: int, chunk_bytes: int) -> int:
+        return layer_buffers * largest + 2 * (min(chunk_bytes, table) + 8192)  # + a direct read's alignment
+
     for chunk_bytes in CHUNK_SIZES:
-        buffers = (prefetch + 1) * max(s.nbytes for s in spans.values()) + 2 * (min(chunk_bytes, table) + 8192)
+        buffers = buffers_for(prefetch + 1, chunk_bytes)
         plan = MemoryPlan(budget, process, kv, working, buffers, [], list(range(n)), False, prefetch,
                           {i: s.nbytes for i, s in spans.items()}, table, chunk_bytes)
         if plan.total <= budget:
@@ -158,7 +155,7 @@ def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int = 1,
         plan.resident_layers.append(i)
         plan.streamed_layers.remove(i)
     if not plan.streamed_layers:
-        plan.buffers = 2 * (min(chunk_bytes, table) + 8192)
+        plan.buffers = buffers_for(0, chunk_bytes)
         plan.prefetch = 0
     if plan.total + table <= budget:
         plan.table_resident = True
@@ -184,7 +181,6 @@ class StreamedMatrix:
         self._source, self._pool = source, pool
         self._buffers = [aligned_buffer(self.chunk_rows * self.row_bytes) for _ in range(2)]
         self._row_buffer = aligned_buffer(self.row_bytes)
-        self.bytes_read = 0
 
     @property
     def nbytes(self) -> int:
@@ -194,13 +190,12 @@ class StreamedMatrix:
         lo = k * self.chunk_rows
         hi = min(self.rows, lo + self.chunk_rows)
         raw = stream.read((hi - lo) * self.row_bytes, self._buffers[k % 2])
-        self.bytes_read += raw.size
         if self._hasher is not None:
             self._hasher.update(raw)  # chunks are read in order, by the one fetch thread
         return QTensor.from_bytes(self.name, self.qtype, (hi - lo, self.cols), raw)
 
     def product(self, x: np.ndarray) -> np.ndarray:
-        """x @ M.T, (n, cols) -> (n, rows), reading M once with the next chunk in flight; with a known sha256 the
+        """x @ M.T, (n, cols) -> (n, rows), reading M once with the next chunk in flight; with a known digest the
         bytes are checked as they stream, and a product over bad bytes is done again once before failing."""
         for attempt in range(2):
             self._hasher = new_digest(self.digest[0]) if self.digest else None
@@ -208,8 +203,7 @@ class StreamedMatrix:
             if self._hasher is None or self._hasher.hexdigest() == self.digest[1]:
                 return out
             if attempt == 0:
-                note(f"netboot: {self.name} from {self._source.name} does not match its {self.digest[0]}; "
-                     "reading it again")
+                note(f"{self.name} from {self._source.name} does not match its {self.digest[0]}; reading it again")
         from netboot.remote.http import IntegrityError
 
         raise IntegrityError(self._source.name, f"{self.name} does not match the {self.digest[0]} the server "
@@ -241,7 +235,6 @@ class StreamedMatrix:
             if not 0 <= row < self.rows:
                 raise IndexError(f"row {row} is outside {self.name} ({self.rows} rows)")
             raw = self._source.read(self.offset + row * self.row_bytes, self.row_bytes, self._row_buffer)
-            self.bytes_read += raw.size
             out[j] = QTensor.from_bytes(self.name, self.qtype, (1, self.cols), raw).dequantize()[0]
         return out
 
@@ -254,7 +247,6 @@ class StreamedWeights:
         self.file, self.source, self.plan = file, source, plan
         # (digest name, hex) by byte span, from the server's catalog: every read of a span is checked
         self.hashes = hashes or {}
-        self.verified = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="netboot-fetch")
         self._spans = layer_spans(file)
         self._resident: dict[int, dict[str, QTensor]] = {}
@@ -269,10 +261,9 @@ class StreamedWeights:
         self._pending: dict[int, tuple[int, Future]] = {}  # layer -> (slot, its read)
         spans = [self._spans[i] for i in self._order]
         self._sequential = all(a.end == b.start for a, b in zip(spans, spans[1:], strict=False))
-        self._stream, self._stream_at = None, 0
-        self.layer_reads = 0
-        self._globals = {name: self._small(name) for name in ("output_norm.weight", "rope_freqs.weight")
-                         if name in file.tensors}
+        self._stream = None
+        # The config has read rope_freqs already (netboot.formats); the forward pass needs only the output norm.
+        self._output_norm = self._resident_tensor(file.tensors["output_norm.weight"])
         table = file.tensors["token_embd.weight"]
         self._embedding = self._table(table, plan.table_resident)
         output = file.tensors.get("output.weight")
@@ -292,10 +283,9 @@ class StreamedWeights:
             digest = new_digest(expected[0])
             digest.update(raw)
             if digest.hexdigest() == expected[1]:
-                self.verified += 1
                 return raw
             if attempt == 0:
-                note(f"netboot: {what} from {self.source.name} does not match its {expected[0]}; reading it again")
+                note(f"{what} from {self.source.name} does not match its {expected[0]}; reading it again")
         from netboot.remote.http import IntegrityError  # only a network source has published hashes
 
         raise IntegrityError(self.source.name, f"{what} (bytes {start}-{start + nbytes - 1}) does not match the "
@@ -311,24 +301,21 @@ class StreamedWeights:
             views[part] = QTensor.from_bytes(t.name, t.qtype, t.shape, data, offset=t.offset)
         return views
 
-    def _small(self, name: str) -> QTensor:
-        t = self.file.tensors[name]
-        raw = self._read(t.offset, t.nbytes, aligned_buffer(t.nbytes), name)
+    def _resident_tensor(self, t: QTensor) -> QTensor:
+        """A tensor read once into memory of its own."""
+        raw = self._read(t.offset, t.nbytes, aligned_buffer(t.nbytes), t.name)
         return QTensor.from_bytes(t.name, t.qtype, t.shape, raw, offset=t.offset)
 
     def _table(self, t: QTensor, resident: bool) -> QTensor | StreamedMatrix:
         if resident:
-            raw = self._read(t.offset, t.nbytes, aligned_buffer(t.nbytes), t.name)
-            return QTensor.from_bytes(t.name, t.qtype, t.shape, raw, offset=t.offset)
+            return self._resident_tensor(t)
         return StreamedMatrix(t, self.source, self._pool, self.plan.chunk_bytes,
                               digest=self.hashes.get((t.offset, t.offset + t.nbytes)))
 
     def _fetch(self, layer: int, slot: int) -> dict[str, QTensor]:
         span = self._spans[layer]
-        views = self._views(span, self._read(span.start, span.nbytes, self._slots[slot], f"layer {layer}",
-                                             self._layer_stream(layer)))
-        self.layer_reads += 1
-        return views
+        return self._views(span, self._read(span.start, span.nbytes, self._slots[slot], f"layer {layer}",
+                                            self._layer_stream(layer)))
 
     def _layer_stream(self, layer: int):
         """The streamed layers, when they lie one after another in the file in the order they are asked for, are
@@ -339,12 +326,9 @@ class StreamedWeights:
             self._close_stream()
             end = self._spans[self._order[-1]].end
             self._stream = self.source.stream(self._spans[first].start, end - self._spans[first].start, "layers")
-            self._stream_at = self._spans[first].start
-        span = self._spans[layer]
-        if self._stream is None or self._stream_at != span.start:
-            self._close_stream()
+        if self._stream is None or self._stream.pos != self._spans[layer].start:
+            self._close_stream()  # not where this layer starts (asked out of order, or a read failed midway)
             return None
-        self._stream_at = span.end
         return self._stream
 
     def _close_stream(self) -> None:
@@ -377,7 +361,7 @@ class StreamedWeights:
         return self._embedding
 
     def output_norm(self) -> QTensor:
-        return self._globals["output_norm.weight"]
+        return self._output_norm
 
     def output(self) -> QTensor | StreamedMatrix:
         return self._output

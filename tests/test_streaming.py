@@ -58,13 +58,16 @@ else:
 """
 
 
+def child_env() -> dict[str, str]:
+    """The children share the test session's compiled kernels (NETBOOT_CACHE kept): compiling them is a first run's
+    cost, which a budget test would otherwise measure."""
+    return clean_env(**{k: v for k, v in os.environ.items() if k == "NETBOOT_CACHE"})
+
+
 def measured(*args: object, timeout: float = 300) -> Measured:
     """`python ARGS...` as a child process, with the peak RSS it reports for itself at exit."""
-    # The children share the test session's compiled kernels (NETBOOT_CACHE kept): compiling them is a first
-    # run's cost, which a budget test would otherwise measure.
-    env = clean_env(**{k: v for k, v in os.environ.items() if k == "NETBOOT_CACHE"})
     proc = subprocess.run([sys.executable, "-c", REPORT_PEAK, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, check=False)
+                          timeout=timeout, env=child_env(), check=False)
     body, _, tail = proc.stderr.rpartition("\nVMHWM ")
     assert tail, f"the child did not report its peak: {proc.stderr}"
     return Measured(proc.returncode, proc.stdout, body.strip() + "\n" if body.strip() else "", int(tail))
@@ -234,9 +237,8 @@ def test_a_server_that_stays_down_ends_the_run_or_falls_back(tmp_path, servers, 
     srv = servers.fault("ok", default_model_path)
     url = srv.url(default_model_path.name)
     args = (*RUN[:3], "60", "--temperature", "0", "--max-memory", "200MB", "--retries", "1", "--timeout", "3")
-    env = clean_env(**{k: v for k, v in os.environ.items() if k == "NETBOOT_CACHE"})
     proc = subprocess.Popen([sys.executable, "-m", "netboot", "run", url, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=child_env())
     first = proc.stdout.read(20)  # generating: the model is booted and streaming
     srv.kill()
     out, err = proc.communicate(timeout=120)

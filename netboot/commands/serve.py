@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from netboot.errors import NetbootError
+from netboot.errors import NetbootError, note
 
 QEMU_HOST = "10.0.2.2"  # the host as a QEMU guest on user networking (-netdev user) sees it
 
@@ -68,10 +68,6 @@ async def _serve(server, host: str, port: int) -> None:
         note("stopping")
     finally:
         await server.close()
-
-
-def note(message: str) -> None:
-    print(f"netboot: {message}", file=sys.stderr, flush=True)
 
 
 def banner(server, host: str, port: int) -> None:

@@ -5,10 +5,13 @@ says what to fetch, and nothing but --sha256 pins the bytes)."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
+
+import xxhash
 
 from netboot.remote.urls import origin
 
@@ -119,10 +122,15 @@ def _lookup_file(entries: list[dict], base: str, url: str) -> CatalogFile | None
     return None
 
 
+# The digests a catalog gives for each layer and global tensor span, in the order a reader prefers them: xxh3_128
+# is 10x faster to check than sha256 (netboot.server.catalog says why both).
+SPAN_DIGESTS = {"xxh3_128": xxhash.xxh3_128, "sha256": hashlib.sha256}
+
+
 def span_hashes(entries: list[dict] | None, url: str) -> dict[tuple[int, int], tuple[str, str]]:
     """(digest name, hex) by byte span [start, end) of the file at `url`: its layers' and its global tensors', as the
-    catalog publishes them; xxh3_128 where given (10x faster to check than sha256), else sha256. Empty when the
-    server has no catalog or does not list the file."""
+    catalog publishes them, with the first of SPAN_DIGESTS it gives. Empty when the server has no catalog or does
+    not list the file."""
     if not entries:
         return {}
     base = origin(url) + "/models"
@@ -136,9 +144,9 @@ def span_hashes(entries: list[dict] | None, url: str) -> dict[tuple[int, int], t
             for r in (e.get("layers") or []) + (e.get("globals") or []):
                 if not isinstance(r, dict) or r.get("file") != cf.path:
                     continue
-                for name, length in (("xxh3_128", 32), ("sha256", 64)):
+                for name, new in SPAN_DIGESTS.items():
                     digest = r.get(name)
-                    if isinstance(digest, str) and len(digest) == length:
+                    if isinstance(digest, str) and len(digest) == 2 * new().digest_size:
                         spans[(int(r["start"]), int(r["end"]))] = (name, digest.lower())
                         break
             return spans

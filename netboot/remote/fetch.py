@@ -11,14 +11,13 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netboot.errors import NetbootError
+from netboot.errors import NetbootError, note
 from netboot.formats import is_gguf
 from netboot.remote import catalog as catalog_mod
 from netboot.remote.cache import Cache
@@ -105,10 +104,6 @@ class _Spec:
     sha256: str | None = None
     size: int | None = None
     optional: bool = False  # absent on the server (404/410) is fine
-
-
-def note(message: str) -> None:
-    print(f"netboot: {message}", file=sys.stderr, flush=True)
 
 
 def fetch_model(ref: str | Path, tokenizer: str | Path | None = None, options: FetchOptions | None = None) -> Fetched:

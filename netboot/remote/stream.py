@@ -23,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 
+from netboot.errors import note
 from netboot.remote.http import USER_AGENT, RemoteError, Settings, sleep_before_retry
 from netboot.remote.urls import origin, shown
 
@@ -43,8 +44,6 @@ class HttpSource:
         self._conns: dict[str, http.client.HTTPConnection] = {}  # "main"; "stream" for a long range (`stream`)
         self._target = url  # after redirects
         self._etag: str | None = None
-        self.requests = 0
-        self.reconnects = 0
         self.bytes_read = 0
         self.size = -1
         self.size = self._get(0, 1, np.empty(1, dtype=np.uint8), probe=True)
@@ -110,7 +109,6 @@ class HttpSource:
             final = RemoteError(self.name, f"{error.reason} (gave up after {failures} tries)")
             final.unreachable = True
             raise final from None
-        self.reconnects += 1
         sleep_before_retry(self.settings, failures)
 
     def _request(self, offset: int, length: int, out: memoryview, probe: bool) -> int:
@@ -135,7 +133,6 @@ class HttpSource:
         headers = {"Range": f"bytes={offset}-{offset + length - 1}", "User-Agent": USER_AGENT,
                    "Accept-Encoding": "identity"}
         for _ in range(self.settings.max_redirects + 1):
-            self.requests += 1
             conn = self._connection(slot)
             conn.request("GET", self._path(), headers=headers)
             response = conn.getresponse()
@@ -322,11 +319,10 @@ class FallbackSource:
     """A source that moves to the next of `fallbacks` (paths or URLs of the same file) when the current one cannot
     deliver; a source that delivers wrong bytes is not left (the caller's hash check says so)."""
 
-    def __init__(self, refs: list[str], settings: Settings, note=print):
+    def __init__(self, refs: list[str], settings: Settings):
         """Opens the first of `refs` that answers (a path or a URL)."""
         self._fallbacks = list(refs)
         self._settings = settings
-        self._note = note
         self._done = 0  # bytes read from sources left behind
         self.size = -1
         first_error = None
@@ -339,7 +335,7 @@ class FallbackSource:
             except (RemoteError, OSError) as e:
                 first_error = first_error or e
                 if self._fallbacks:
-                    self._note(f"{shown(ref)}: {getattr(e, 'reason', e)}; trying {shown(self._fallbacks[0])}")
+                    note(f"{shown(ref)}: {getattr(e, 'reason', e)}; trying {shown(self._fallbacks[0])}")
         else:
             raise first_error
 
@@ -365,8 +361,7 @@ class FallbackSource:
                 failed = self.current.name
                 self._done += self.current.bytes_read
                 self.current = self._open_next()
-                self._note(f"{shown(failed)} stopped answering ({e.reason}); streaming from "
-                           f"{shown(self.current.name)}")
+                note(f"{shown(failed)} stopped answering ({e.reason}); streaming from {shown(self.current.name)}")
 
     def stream(self, offset: int, length: int, slot: str = "stream"):
         return self.current.stream(offset, length, slot)

@@ -49,10 +49,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import xxhash
-
 from netboot.errors import NetbootError
 from netboot.formats import is_gguf
+from netboot.remote.catalog import SPAN_DIGESTS
 
 HASH_DIR = ".netboot"
 HASH_FILE = "hashes.json"
@@ -311,9 +310,6 @@ def _safetensors_locations(root: Path, main: str, model, visible: set[str]):
 
 
 # -- hashes ---------------------------------------------------------------------------------------------------------
-
-
-SPAN_DIGESTS = {"sha256": hashlib.sha256, "xxh3_128": xxhash.xxh3_128}
 
 
 def hash_file(path: Path, spans: set[tuple[int, int]] | None = None) -> tuple[str, dict[tuple[int, int], dict]]:
