@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -23,13 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from processes import free_port, wait_listening
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-
-
+from processes import free_port, start_netboot_serve, wait_listening
 
 
 def start_nginx(root: Path, tmp: Path, limit_rate: str | None = None) -> tuple[subprocess.Popen, str]:
@@ -57,26 +50,6 @@ http {{
                             stderr=subprocess.DEVNULL)
     wait_listening(port, proc)
     return proc, f"http://127.0.0.1:{port}"
-
-
-def start_netboot_serve(root: Path) -> tuple[subprocess.Popen, str] | None:
-    if not (ROOT / "netboot" / "commands" / "serve.py").exists():
-        return None
-    proc = subprocess.Popen([sys.executable, "-m", "netboot", "serve", str(root), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    for line in proc.stdout:
-        m = re.search(r"serving .* on (http://127\.0\.0\.1:(\d+))", line)
-        if m:
-            import threading
-
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-            wait_listening(int(m.group(2)), proc)
-            return proc, m.group(1)
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    return None
 
 
 def curl_seconds(url: str, out: Path) -> float:
@@ -145,11 +118,7 @@ def main() -> None:
     try:
         nginx, origin = start_nginx(model.parent, tmp / "nginx")
         servers.append(("nginx", nginx, origin))
-        served = start_netboot_serve(model.parent)
-        if served:
-            servers.append(("netboot serve", *served))
-        else:
-            print("(netboot serve is not available: nginx only)")
+        servers.append(("netboot serve", *start_netboot_serve(model.parent)))
         rows = []
         for name, _, origin in servers:
             url = f"{origin}/{model.name}"

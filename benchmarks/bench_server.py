@@ -19,20 +19,17 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from processes import free_port, stop, wait_listening
+from processes import free_port, start_netboot_serve, stop, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
-BANNER = re.compile(r"serving .+ on (http://127\.0\.0\.1:\d+)")
 
 
 
@@ -63,26 +60,6 @@ http {{
                             stderr=subprocess.DEVNULL)
     wait_listening(port, proc)
     return proc, f"http://127.0.0.1:{port}"
-
-
-def start_netboot(root: Path, prefix: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([*prefix, sys.executable, "-m", "netboot", "serve", str(root), "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    found: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:  # the access log goes on after the banner: keep reading so the server never blocks
-        for line in proc.stderr:
-            m = BANNER.search(line)
-            if m and not ready.is_set():
-                found.append(m.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not ready.wait(120) or not found:
-        raise SystemExit("netboot serve did not start")
-    return proc, found[0]
 
 
 def curl_once(curl: list[str], url: str) -> float:
@@ -140,7 +117,7 @@ def main() -> int:
             shutil.copyfile(model, www / model.name)
         servers = []
         try:
-            servers.append(("netboot serve", *start_netboot(www, server_prefix)))
+            servers.append(("netboot serve", *start_netboot_serve(www, server_prefix)))
             servers.append((f"nginx {version}", *start_nginx(nginx, www, tmp / "nginx", server_prefix)))
             single: dict[str, list[float]] = {name: [] for name, _, _ in servers}
             multi: dict[str, list[float]] = {name: [] for name, _, _ in servers}

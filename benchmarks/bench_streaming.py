@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from processes import start_netboot_serve, stop
+
 PROMPT = "The history of computing is a story of machines that grew smaller and faster"
 MB = 10**6
 
@@ -96,19 +98,6 @@ def curl_throughput(url: str) -> float:
     return int(size) / float(seconds)
 
 
-def serve(directory: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "netboot", "serve", str(directory), "--port", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        m = re.search(r"serving .* on (http://127\.0\.0\.1:\d+)", line)
-        if m:
-            import threading
-
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain the access log
-            return proc, m.group(1)
-    raise SystemExit("netboot serve did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="GGUF model (default: the packaged Gemma 3 270M)")
@@ -132,7 +121,7 @@ def main() -> None:
         args.model = str(default_model_path())
     budget = parse_size(args.budget)
     model = Path(args.model)
-    server, origin = serve(model.parent)
+    server, origin = start_netboot_serve(model.parent)
     url = f"{origin}/{model.name}"
     try:
         from netboot.remote.stream import HttpSource
@@ -170,8 +159,7 @@ def main() -> None:
                 rows.append((kind, "on" if prefetch else "off", r, 1000 * r["bytes_per_token"] / peers[kind],
                              1000 * r["bytes_per_token"] / ours[kind]))
     finally:
-        server.terminate()
-        server.wait(10)
+        stop(server)
 
     print(f"model: {args.model}; --max-memory {args.budget}; threads {args.threads}; {args.tokens} decoded tokens, "
           f"median per token, medians of {args.rounds} rounds; resident decode {resident['ms_per_token']:.1f} "

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BANNER = re.compile(r"serving .+ on (http://127\.0\.0\.1:\d+)")
 
 
 def free_port() -> int:
@@ -34,3 +41,24 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def start_netboot_serve(root: Path, prefix: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`netboot serve ROOT` on a free port (behind `prefix`, e.g. taskset); returns the process and its origin."""
+    proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "netboot", "serve", str(root), "--port", "0"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    found: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:  # the access log goes on after the banner: keep reading so the server never blocks
+        for line in proc.stderr:
+            m = BANNER.search(line)
+            if m and not ready.is_set():
+                found.append(m.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not ready.wait(120) or not found:
+        raise SystemExit("netboot serve did not start")
+    return proc, found[0]
