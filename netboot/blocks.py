@@ -397,6 +397,29 @@ def matvec_rows(qtype, w, x, xs, fp16, n16, out):
                 out[i, r] = simd.dot_q6_k(w[r], x[i], fp16)
 
 
+# Types whose dot products take `xs`, the sums of x over runs of 16; for the others it is not computed.
+_TAKES_SUMS = (2, 3, 7, 12, 13)  # Q4_0, Q4_1, Q5_1, Q4_K, Q5_K
+
+
+@njit(cache=True)
+def matvec(qtype, w, x, fp16, n16):
+    """x @ w.T for a few vectors x (n, cols) float32 C-contiguous, w given as its rows of blocks -> (n, rows)."""
+    n, cols = x.shape
+    if qtype in _TAKES_SUMS:
+        xs = np.empty((n, cols // n16), dtype=F32)
+        for i in range(n):
+            for b in range(cols // n16):
+                s = F32(0)
+                for j in range(n16):
+                    s += x[i, b * n16 + j]
+                xs[i, b] = s
+    else:
+        xs = np.empty((n, 1), dtype=F32)
+    out = np.empty((n, w.shape[0]), dtype=F32)
+    matvec_rows(qtype, w, x, xs, fp16, n16, out)
+    return out
+
+
 @njit(nogil=True, cache=True)
 def dequantize_rows(qtype, w, fp16, n16, out):
     for r in range(w.shape[0]):

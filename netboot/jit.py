@@ -1,9 +1,9 @@
 """Where numba keeps netboot's compiled kernels: NETBOOT_CACHE/kernels/<numba version>-<hash of the sources>.
 
-Imported by each module that compiles (`blocks`, `simd`, `ops`) before its functions are decorated. numba checks a
-cached function against its own source file only, so a kernel in `blocks` that inlines code from `simd` would
-survive an edit of `simd`; keying the directory by the content of all three sources makes any edit start afresh.
-It also keeps the cache out of the installed package, which may be read-only.
+Imported by each module that compiles (`blocks`, `simd`, `ops`, `decode`) before its functions are decorated.
+numba checks a cached function against its own source file only, so a kernel in `blocks` that inlines code from
+`simd` would survive an edit of `simd`; keying the directory by the content of all the sources makes any edit
+start afresh. It also keeps the cache out of the installed package, which may be read-only.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from netboot import memory
 from netboot.default_model import cache_dir
 
 LLVM_LIBRARY = "libllvmlite.so"
-SOURCES = ("blocks.py", "simd.py", "ops.py")
+SOURCES = ("blocks.py", "simd.py", "ops.py", "decode.py")
 
 
 def kernel_cache_dir() -> Path:

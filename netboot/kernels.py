@@ -26,18 +26,11 @@ from netboot.ggml import GGMLType
 FP16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 FP16.flags.writeable = False
 N16 = 16  # passed to every kernel at run time: see `netboot.blocks` for why it is not a constant
-# The types whose dot products (netboot.blocks, netboot.simd) take `xs`, the sums of x over runs of 16; for the
-# others decoding skips computing them.
-_TYPES_USING_SUMS = frozenset({GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K})
 # Rows dequantized at once per worker: a float32 scratch of CHUNK_ELEMS * 4 bytes (1 MB, which stays in cache).
 CHUNK_ELEMS = 1 << 18
 
 
-_NO_SUMS = np.zeros((1, 1), dtype=np.float32)
-_NO_SUMS.flags.writeable = False
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
+def readonly(a: np.ndarray) -> np.ndarray:
     """One array type for every caller (a memory map is read-only, a test's array is not): one compilation each."""
     if a.flags.writeable:
         a = a.view()
@@ -45,22 +38,22 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def writable(a: np.ndarray) -> np.ndarray:
+    """Vectors are passed writable (those the model makes are): one compilation for both kinds of caller."""
+    return a if a.flags.writeable else a.copy()
+
+
 def dequantize_rows(data: np.ndarray, qtype: GGMLType, cols: int, out: np.ndarray | None = None) -> np.ndarray:
     """Rows of blocks, uint8 (rows, row_bytes) C-contiguous -> float32 (rows, cols), into `out` if given."""
     if out is None:
         out = np.empty((data.shape[0], cols), dtype=np.float32)
-    blocks.dequantize_rows(int(qtype), _readonly(data), FP16, N16, out)
+    blocks.dequantize_rows(int(qtype), readonly(data), FP16, N16, out)
     return out
 
 
 def matvec(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
     """x @ W.T for a few vectors x (n, cols) float32 C-contiguous, W given as its rows of blocks -> (n, rows)."""
-    n, cols = x.shape
-    # Sums of x over each run of 16 elements: the per-block constant parts of a dot product use them.
-    xs = x.reshape(n, cols // 16, 16).sum(axis=2) if qtype in _TYPES_USING_SUMS else _NO_SUMS
-    out = np.empty((n, data.shape[0]), dtype=np.float32)
-    blocks.matvec_rows(int(qtype), _readonly(data), _readonly(x), _readonly(xs), FP16, N16, out)
-    return out
+    return blocks.matvec(int(qtype), readonly(data), writable(x), FP16, N16)
 
 
 def matmul(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
@@ -117,19 +110,25 @@ def warm() -> bool:
     """Load (or, the first time, compile) every kernel now rather than inside the first token's forward pass:
     each with the array types the model passes it. Then LLVM's code goes back to the kernel (`netboot.memory`):
     nothing compiles again. Returns whether anything had to be compiled (no cached machine code)."""
-    from netboot import jit, memory, ops
+    from netboot import decode, jit, memory, ops
 
-    kernels = (blocks.matvec_rows, blocks.dequantize_rows, ops.rms_norm, ops.rope, ops.attend_one)
+    kernels = (blocks.matvec, blocks.dequantize_rows, decode._layer, ops.rms_norm, ops.rope, ops.gelu_tanh_mul,
+               ops.silu_mul)
 
-    row = np.zeros((1, 34), dtype=np.uint8)
-    matvec(row, GGMLType.Q8_0, np.zeros((1, 32), dtype=np.float32))
+    # A one-token layer (netboot.decode), which holds the matrix-vector products, of a 32-wide toy model.
+    row, ones, cache = np.zeros((32, 34), np.uint8), np.ones(32, np.float32), np.zeros((1, 2, 32), np.float32)
+    shape = decode.LayerShape((1, 1, 32), (True, True, True, True), 1e-6, 1.0)
+    decode.run_layer(shape, np.ones((1, 32), np.float32), [(row, GGMLType.Q8_0)] * len(decode.PRODUCTS),
+                     [ones] * len(decode.NORMS), cache, cache.copy(), 0, 0, 0.0, np.ones(16))
     memory.release_library_code(jit.LLVM_LIBRARY)  # the largest load: released before the next adds to it
+    # What prompts and the output projection call from Python.
+    matvec(row, GGMLType.Q8_0, np.zeros((1, 32), dtype=np.float32))
     dequantize_rows(row, GGMLType.Q8_0, 32)
     h2, h3, w = np.ones((1, 4), np.float32), np.ones((1, 1, 4), np.float32), np.ones(4, np.float32)
     ops.rms_norm(h2, w, 1e-6)
     ops.rms_norm(h3, w, 1e-6)
-    ops.rope(h3, np.zeros(1), _readonly(np.ones(2)), True)  # frequencies: a read-only cached table
-    cache = np.ones((1, 2, 4), np.float32)[:, :1]  # a KV cache's filled part: not contiguous
-    ops.attend_one(h3[0], cache, cache, 0, np.float32(1))
+    ops.rope(h3, np.zeros(1), readonly(np.ones(2)), True)  # frequencies: a read-only cached table
+    ops.gelu_tanh_mul(h2, h2)
+    ops.silu_mul(h2, h2)
     memory.release_library_code(jit.LLVM_LIBRARY)
     return any(sum(k.stats.cache_misses.values()) for k in kernels)

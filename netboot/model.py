@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from netboot import ops
+from netboot import decode, ops
 from netboot.config import ModelConfig
 from netboot.tensor import QTensor, matmul, vector
 from netboot.weights import Weights
@@ -45,6 +45,13 @@ class KVCache:
         self.v[i][:, pos:end] = v
         return self.k[i][:, :end], self.v[i][:, :end]
 
+    def buffers(self, layer: int, needed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's whole key and value buffers (n_kv_heads, capacity, head_dim), grown to hold `needed`
+        positions."""
+        if needed > self.capacity:
+            self._grow(needed)
+        return self.k[layer - self.start], self.v[layer - self.start]
+
     def _grow(self, needed: int) -> None:
         capacity = max(needed, 2 * self.capacity)
         for cache in (self.k, self.v):
@@ -62,6 +69,10 @@ class Model:
     config: ModelConfig
     weights: Weights
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # norm weights as float32
+    _layer_shape: decode.LayerShape = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._layer_shape = decode.LayerShape.of(self.config)
 
     def new_cache(self, start: int = 0, stop: int | None = None) -> KVCache:
         return KVCache(self.config, start, stop)
@@ -99,6 +110,8 @@ class Model:
         return ops.rms_norm(np.ascontiguousarray(x), self._vector(t), self.config.norm_eps)
 
     def _layer(self, layer: int, w: dict[str, QTensor], x: np.ndarray, cache: KVCache, positions: np.ndarray):
+        if x.shape[0] == 1:  # decoding: the same steps in one compiled call (netboot.decode)
+            return self._decode_layer(layer, w, x, cache, int(positions[0]))
         c = self.config
         out = self._attention(layer, w, self._norm(x, w["attn_norm"]), cache, positions)
         if c.post_norms:
@@ -118,18 +131,11 @@ class Model:
         if c.qk_norm:
             q = self._norm(q, w["attn_q_norm"])
             k = self._norm(k, w["attn_k_norm"])
-        sliding = c.is_sliding(layer)
-        base = c.rope_base_local if sliding else c.rope_base
-        scale = 1.0 if sliding else c.rope_scale
-        inv_freq = rope_frequencies(c.head_dim, base, None if sliding else c.rope_freq_factors)
-        at = positions.astype(np.float64) / scale
+        inv_freq, at = self._rope(layer, positions)
         halves = c.rope_style == "halves"
         q, k = ops.rope(q, at, inv_freq, halves), ops.rope(k, at, inv_freq, halves)
         keys, values = cache.store(layer, int(positions[0]), k.transpose(1, 0, 2), v.transpose(1, 0, 2))
-        if t == 1:  # decoding: one compiled call instead of a dozen numpy temporaries
-            pos = int(positions[0])
-            first = max(0, pos - c.sliding_window + 1) if sliding else 0
-            return matmul(ops.attend_one(q[0], keys, values, first, np.float32(c.scale))[None], w["attn_output"])
+        sliding = c.is_sliding(layer)
 
         # Grouped-query attention: query heads are grouped by the key/value head they share.
         group = c.n_heads // c.n_kv_heads
@@ -144,6 +150,23 @@ class Model:
         out = np.matmul(probs, values[:, None])  # (kv, group, t, head_dim)
         out = out.reshape(c.n_heads, t, c.head_dim).transpose(1, 0, 2).reshape(t, c.n_heads * c.head_dim)
         return matmul(out, w["attn_output"])
+
+    def _rope(self, layer: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's rotation frequencies, and the positions scaled as its RoPE takes them."""
+        c = self.config
+        sliding = c.is_sliding(layer)
+        base = c.rope_base_local if sliding else c.rope_base
+        inv_freq = rope_frequencies(c.head_dim, base, None if sliding else c.rope_freq_factors)
+        return inv_freq, positions.astype(np.float64) / (1.0 if sliding else c.rope_scale)
+
+    def _decode_layer(self, layer: int, w: dict[str, QTensor], x: np.ndarray, cache: KVCache, pos: int):
+        c = self.config
+        keys, values = cache.buffers(layer, pos + 1)
+        first = max(0, pos - c.sliding_window + 1) if c.is_sliding(layer) else 0
+        inv_freq, at = self._rope(layer, np.array([pos]))
+        products = [(w[p].data, w[p].qtype) for p in decode.PRODUCTS]
+        norms = [self._vector(w[p]) if p in w else decode.NO_NORM for p in decode.NORMS]
+        return decode.run_layer(self._layer_shape, x, products, norms, keys, values, pos, first, float(at[0]), inv_freq)
 
     def _feed_forward(self, w: dict[str, QTensor], h: np.ndarray) -> np.ndarray:
         gate = matmul(h, w["ffn_gate"])

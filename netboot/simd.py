@@ -84,6 +84,12 @@ class _Row:
     def scaled(self, acc, d, s8):
         return self.fadd(acc, self.fmul(self.splat(d, 8), s8))
 
+    def tree(self, terms):
+        """Sum of vectors, pairwise: a chain of dependent adds would wait on each add's latency."""
+        while len(terms) > 1:
+            terms = [self.fadd(*terms[i : i + 2]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+        return terms[0]
+
     def hsum(self, v8):
         h = self.fadd(self.lanes(v8, 0, 4), self.lanes(v8, 4, 4))
         total = self.b.extract_element(h, ir.Constant(I32, 0))
@@ -106,12 +112,23 @@ def _row_dot(block_bytes, block_elems, body, sums=False):
         if sums:
             r.sums = context.make_array(sig.args[2])(context, builder, args[2]).data
         nb = builder.udiv(builder.extract_value(x.shape, 0), r.c64(block_elems))
-        acc = cgutils.alloca_once_value(builder, ir.Constant(vec(F, 8), None))
-        with cgutils.for_range(builder, nb) as loop:
-            p = builder.gep(r.row, [builder.mul(loop.index, r.c64(block_bytes))])
-            e = builder.mul(loop.index, r.c64(block_elems))
+        zero = ir.Constant(vec(F, 8), None)
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(2)]
+
+        def step(acc, index):
+            p = builder.gep(r.row, [builder.mul(index, r.c64(block_bytes))])
+            e = builder.mul(index, r.c64(block_elems))
             builder.store(body(r, builder.load(acc), p, e), acc)
-        return r.hsum(builder.load(acc))
+
+        # Even and odd blocks into two accumulators: one chain of dependent adds across all the blocks is
+        # bounded by the add's latency, not by the machine's throughput.
+        with cgutils.for_range(builder, builder.udiv(nb, r.c64(2))) as loop:
+            first = builder.mul(loop.index, r.c64(2))
+            step(accs[0], first)
+            step(accs[1], builder.add(first, r.c64(1)))
+        with builder.if_then(builder.icmp_unsigned("!=", builder.urem(nb, r.c64(2)), r.c64(0))):
+            step(accs[0], builder.sub(nb, r.c64(1)))
+        return r.hsum(r.fadd(builder.load(accs[0]), builder.load(accs[1])))
 
     if sums:
 
@@ -184,23 +201,24 @@ def _q4_k(r, acc, p, e):
     s16 = b.load(b.bitcast(b.gep(r.sums, [b.udiv(e, r.c64(16))]), vec(F, 16).as_pointer()), align=4)
     s32 = r.fadd(b.shuffle_vector(s16, s16, ir.Constant(vec(I32, 8), list(range(0, 16, 2)))),
                  b.shuffle_vector(s16, s16, ir.Constant(vec(I32, 8), list(range(1, 16, 2)))))
-    acc = b.fsub(acc, r.fmul(r.fmul(b.uitofp(mins, vec(F, 8)), r.splat(r.fp16(p, 2), 8)), s32), flags=FAST)
+    terms = [b.fneg(r.fmul(r.fmul(b.uitofp(mins, vec(F, 8)), r.splat(r.fp16(p, 2), 8)), s32), flags=FAST)]
     for c in range(4):
         qs = r.bytes(p, 16 + 32 * c, 32)
         lo = b.uitofp(b.and_(qs, ir.Constant(vec(I8, 32), [15] * 32)), vec(F, 32))
         hi = b.uitofp(b.lshr(qs, ir.Constant(vec(I8, 32), [4] * 32)), vec(F, 32))
         xo = b.add(e, r.c64(64 * c))
-        acc = r.scaled(acc, b.extract_element(scales, ir.Constant(I32, 2 * c)), r.fold8(r.fmul(lo, r.xs(xo, 32))))
-        acc = r.scaled(acc, b.extract_element(scales, ir.Constant(I32, 2 * c + 1)),
-                       r.fold8(r.fmul(hi, r.xs(b.add(xo, r.c64(32)), 32))))
-    return acc
+        for j, (q, off) in enumerate(((lo, xo), (hi, b.add(xo, r.c64(32))))):
+            sc = r.splat(b.extract_element(scales, ir.Constant(I32, 2 * c + j)), 8)
+            terms.append(r.fmul(sc, r.fold8(r.fmul(q, r.xs(off, 32)))))
+    return r.fadd(acc, r.tree(terms))
 
 
 def _q6_k(r, acc, p, e):
     b = r.b
-    d = r.fp16(p, 208)
+    scales = r.fmul(b.sitofp(r.bytes(p, 192, 16), vec(F, 16)), r.splat(r.fp16(p, 208), 16))
     m15, c4 = ir.Constant(vec(I8, 32), [15] * 32), ir.Constant(vec(I8, 32), [4] * 32)
     m3 = ir.Constant(vec(I8, 32), [3] * 32)
+    terms = []
     for h in range(2):
         lo_a, lo_b = r.bytes(p, 64 * h, 32), r.bytes(p, 64 * h + 32, 32)
         qh = r.bytes(p, 128 + 32 * h, 32)
@@ -209,11 +227,10 @@ def _q6_k(r, acc, p, e):
             top = b.and_(b.lshr(qh, ir.Constant(vec(I8, 32), [shift] * 32)), m3)
             q = b.sub(b.or_(nibs, b.shl(top, c4)), ir.Constant(vec(I8, 32), [32] * 32))
             prod = r.fmul(b.sitofp(q, vec(F, 32)), r.xs(b.add(e, r.c64(128 * h + 32 * k)), 32))
-            s = 192 + 8 * h + 2 * k
-            for half, off in ((0, 0), (1, 16)):
-                sc = b.sitofp(r.byte(p, s + half), F)
-                acc = r.scaled(acc, r.fmul(d, sc), r.fold8(prod, off, 16))
-    return acc
+            for half in range(2):
+                sc = r.splat(b.extract_element(scales, ir.Constant(I32, 8 * h + 2 * k + half)), 8)
+                terms.append(r.fmul(sc, r.fold8(prod, 16 * half, 16)))
+    return r.fadd(acc, r.tree(terms))
 
 
 dot_q8_0 = _row_dot(34, 32, _q8_0)
