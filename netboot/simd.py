@@ -202,14 +202,19 @@ def _q4_k(r, acc, p, e):
     s32 = r.fadd(b.shuffle_vector(s16, s16, ir.Constant(vec(I32, 8), list(range(0, 16, 2)))),
                  b.shuffle_vector(s16, s16, ir.Constant(vec(I32, 8), list(range(1, 16, 2)))))
     terms = [b.fneg(r.fmul(r.fmul(b.uitofp(mins, vec(F, 8)), r.splat(r.fp16(p, 2), 8)), s32), flags=FAST)]
+    m15, c4 = ir.Constant(vec(I32, 8), [15] * 8), ir.Constant(vec(I32, 8), [4] * 8)
     for c in range(4):
-        qs = r.bytes(p, 16 + 32 * c, 32)
-        lo = b.uitofp(b.and_(qs, ir.Constant(vec(I8, 32), [15] * 32)), vec(F, 32))
-        hi = b.uitofp(b.lshr(qs, ir.Constant(vec(I8, 32), [4] * 32)), vec(F, 32))
         xo = b.add(e, r.c64(64 * c))
-        for j, (q, off) in enumerate(((lo, xo), (hi, b.add(xo, r.c64(32))))):
+        lo_parts, hi_parts = [], []
+        for g in range(4):
+            # 8 bytes widened to 32-bit lanes straight from memory (one instruction), then split into nibbles:
+            # cheaper than splitting 32 bytes first and widening each nibble vector out of a register.
+            q = b.zext(r.bytes(p, 16 + 32 * c + 8 * g, 8), vec(I32, 8))
+            lo_parts.append(r.fmul(b.sitofp(b.and_(q, m15), vec(F, 8)), r.xs(b.add(xo, r.c64(8 * g)), 8)))
+            hi_parts.append(r.fmul(b.sitofp(b.lshr(q, c4), vec(F, 8)), r.xs(b.add(xo, r.c64(32 + 8 * g)), 8)))
+        for j, parts in enumerate((lo_parts, hi_parts)):
             sc = r.splat(b.extract_element(scales, ir.Constant(I32, 2 * c + j)), 8)
-            terms.append(r.fmul(sc, r.fold8(r.fmul(q, r.xs(off, 32)))))
+            terms.append(r.fmul(sc, r.tree(parts)))
     return r.fadd(acc, r.tree(terms))
 
 
