@@ -109,3 +109,23 @@ def test_run_layers_in_ranges_equals_one_pass(default_model):
     h = model.run_layers(model.embed(ids[-1:]), 0, 7, first, len(ids) - 1)
     h = model.run_layers(h, 7, 18, second, len(ids) - 1)
     np.testing.assert_allclose(model.logits(h)[0], whole, atol=1e-4)
+
+
+def test_decoding_past_the_cache_capacity_grows_it(default_model):
+    """One-token steps write into the cache's whole buffers (netboot.decode): when a step needs more positions
+    than they hold, they grow, and the logits are those of a cache that was large enough from the start."""
+    from netboot.model import KVCache
+
+    model = default_model.model
+    ids = LOGITS["prompts"][0]["ids"][:5]
+
+    def run(cache: KVCache) -> list[np.ndarray]:
+        out = [model.forward(ids, cache, 0)]
+        for pos in range(len(ids), len(ids) + 12):
+            out.append(model.forward([int(np.argmax(out[-1]))], cache, pos))
+        return out
+
+    small = KVCache(model.config, capacity=8)
+    grown = run(small)
+    assert small.capacity >= 17 and small.length == 17
+    np.testing.assert_array_equal(np.array(grown), np.array(run(model.new_cache())))
