@@ -106,23 +106,25 @@ def set_threads(n: int) -> int:
     return _threads
 
 
-def warm() -> bool:
+def warm(decode_layer: bool = True) -> bool:
     """Load (or, the first time, compile) every kernel now rather than inside the first token's forward pass:
-    each with the array types the model passes it. Then LLVM's code goes back to the kernel (`netboot.memory`):
-    nothing compiles again. Returns whether anything had to be compiled (no cached machine code)."""
+    each with the array types the model passes it; the one-call decode layer (`netboot.decode`) if `decode_layer`.
+    Then LLVM's code goes back to the kernel (`netboot.memory`): nothing compiles again. Returns whether anything
+    had to be compiled (no cached machine code)."""
     from netboot import decode, jit, memory, ops
 
-    kernels = (blocks.matvec, blocks.dequantize_rows, decode._layer, ops.rms_norm, ops.rope, ops.gelu_tanh_mul,
-               ops.silu_mul)
-
-    # A one-token layer (netboot.decode), which holds the matrix-vector products, of a 32-wide toy model.
-    row, ones, cache = np.zeros((32, 34), np.uint8), np.ones(32, np.float32), np.zeros((1, 2, 32), np.float32)
-    shape = decode.LayerShape((1, 1, 32), (True, True, True, True), 1e-6, 1.0)
-    decode.run_layer(shape, np.ones((1, 32), np.float32), [(row, GGMLType.Q8_0)] * len(decode.PRODUCTS),
-                     [ones] * len(decode.NORMS), cache, cache.copy(), 0, 0, 0.0, np.ones(16))
-    memory.release_library_code(jit.LLVM_LIBRARY)  # the largest load: released before the next adds to it
+    kernels = [blocks.matvec, blocks.dequantize_rows, ops.rms_norm, ops.rope, ops.gelu_tanh_mul, ops.silu_mul]
+    row = np.zeros((32, 34), np.uint8)
+    if decode_layer:  # a one-token layer of a 32-wide toy model; it holds the matrix-vector products
+        ones, cache = np.ones(32, np.float32), np.zeros((1, 2, 32), np.float32)
+        shape = decode.LayerShape((1, 1, 32), (True, True, True, True), 1e-6, 1.0)
+        decode.run_layer(shape, np.ones((1, 32), np.float32), [(row, GGMLType.Q8_0)] * len(decode.PRODUCTS),
+                         [ones] * len(decode.NORMS), cache, cache.copy(), 0, 0, 0.0, np.ones(16))
+        memory.release_library_code(jit.LLVM_LIBRARY)  # the largest load: released before the next adds to it
+        kernels.append(decode._layer)
     # What prompts and the output projection call from Python.
     matvec(row, GGMLType.Q8_0, np.zeros((1, 32), dtype=np.float32))
+    memory.release_library_code(jit.LLVM_LIBRARY)
     dequantize_rows(row, GGMLType.Q8_0, 32)
     h2, h3, w = np.ones((1, 4), np.float32), np.ones((1, 1, 4), np.float32), np.ones(4, np.float32)
     ops.rms_norm(h2, w, 1e-6)

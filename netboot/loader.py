@@ -95,7 +95,9 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, ne
     from netboot import kernels
     from netboot.streaming import StreamedWeights, plan_memory
 
-    compiled = kernels.warm()  # first: the peak while kernels load must not add to the header's and tokenizer's
+    # First: the peak while kernels load must not add to the header's and tokenizer's. Without the one-call decode
+    # layer (see Model.compiled_decode).
+    compiled = kernels.warm(decode_layer=False)
     hashes: dict = {}
     if is_url(ref):
         source, file, hashes = _open_remote(ref, tokenizer, network)
@@ -112,7 +114,7 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, ne
         positions = positions(file.tokenizer)
     plan = plan_memory(file, max_memory, positions, prefetch, compiled=compiled)
     weights = StreamedWeights(file, source, plan, hashes)
-    return LoadedModel(file, Model(file.config, weights), plan, source)
+    return LoadedModel(file, Model(file.config, weights, compiled_decode=False), plan, source)
 
 
 def _open_remote(url: str, tokenizer, network: dict):

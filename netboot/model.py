@@ -68,6 +68,10 @@ class KVCache:
 class Model:
     config: ModelConfig
     weights: Weights
+    # One-token steps run each layer in one compiled call (netboot.decode); off, they take the prompt path. Off under
+    # --max-memory: loading that call's code holds 8 MB, and a streamed token's reads take far longer than the
+    # 1.4 ms per token it saves.
+    compiled_decode: bool = True
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # norm weights as float32
     _layer_shape: decode.LayerShape = field(init=False, repr=False)
 
@@ -110,7 +114,7 @@ class Model:
         return ops.rms_norm(np.ascontiguousarray(x), self._vector(t), self.config.norm_eps)
 
     def _layer(self, layer: int, w: dict[str, QTensor], x: np.ndarray, cache: KVCache, positions: np.ndarray):
-        if x.shape[0] == 1:  # decoding: the same steps in one compiled call (netboot.decode)
+        if x.shape[0] == 1 and self.compiled_decode:  # the same steps in one compiled call (netboot.decode)
             return self._decode_layer(layer, w, x, cache, int(positions[0]))
         c = self.config
         out = self._attention(layer, w, self._norm(x, w["attn_norm"]), cache, positions)
