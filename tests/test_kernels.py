@@ -164,3 +164,35 @@ def test_a_forward_pass_compiles_nothing_after_load(default_model_path, max_memo
     assert sigs_run == sigs_load
     assert llvm_load < 16 << 20, llvm_load  # of about 65 MB resident before the release
     assert llvm_run <= llvm_load + (1 << 20), (llvm_load, llvm_run)
+
+
+def test_exp32_and_the_gated_activations_against_float64():
+    """`ops.exp32` (the vectorizable exp of the activations and of attention's softmax) over float32's whole normal
+    range, and GeGLU / SwiGLU built on it, against numpy's float64."""
+    import math
+
+    from numba import njit
+
+    from netboot import ops
+
+    @njit
+    def exp_all(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = ops.exp32(x[i])
+        return out
+
+    x = np.linspace(-87, 88, 100_001).astype(np.float32)
+    exact = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(exp_all(x) - exact) / exact) < 5e-7
+    np.testing.assert_allclose(exp_all(np.array([-1000, 1000], np.float32)), np.exp([-87.0, 88.0]), rtol=5e-7)
+
+    rng = np.random.default_rng(7)
+    gate = (rng.standard_normal((3, 999)) * 4).astype(np.float32)
+    up = rng.standard_normal((3, 999)).astype(np.float32)
+    g, u = gate.astype(np.float64), up.astype(np.float64)
+    gelu = 0.5 * g * (1 + np.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3))) * u
+    silu = g / (1 + np.exp(-g)) * u
+    for ours, exact in ((ops.gelu_tanh_mul(gate, up), gelu), (ops.silu_mul(gate, up), silu)):
+        assert ours.shape == gate.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, exact, rtol=2e-6, atol=1e-6)
