@@ -16,12 +16,12 @@ In the 32-element blocks the low nibbles of qs[0:16] are elements 0-15 and the h
 Q5_K each run of 32 qs bytes holds two sub-blocks, low nibbles first.
 
 Dequantization uses ggml's order of float32 operations (no fused multiply-add), so it is bit-for-bit ggml's.
-Dot products are free to reorder (fastmath): a block's integer part is summed against x first, and the
-constant parts (-8, -16, the mins) are applied once per block through `xs`, the sums of x over each run of
-16 elements. Every inner loop runs `n16` or `2 * n16` times with `n16` (always 16) passed in at run time:
-with a constant trip count LLVM unrolls these loops into scalar code instead of vectorizing them (measured
-4 GB/s against 16 GB/s on Q8_0). The types that carry most of a model's bytes (Q8_0, Q5_0, Q4_K, Q6_K) use the
-faster explicit-SIMD dots of `netboot.simd` instead.
+Every inner loop runs `n16` or `2 * n16` times with `n16` (always 16) passed in at run time: with a constant
+trip count LLVM unrolls these loops into scalar code instead of vectorizing them (measured 4 GB/s against
+16 GB/s on Q8_0). The dot products of the quantized types are the explicit-SIMD ones of `netboot.simd`; the
+float types' (F32, F16, BF16) are here. Dot products are free to reorder (fastmath): a block's integer part is
+summed against x first, and the constant parts (-8, the mins) are applied once per block through `xs`, the
+sums of x over each run of 16 elements.
 """
 
 from __future__ import annotations
@@ -136,19 +136,6 @@ def dequantize_q4_0(row, out, fp16, n16):
             out[e + 16 + j] = F32(I32(q >> 4) - 8) * d
 
 
-@njit(fastmath=True, cache=True)
-def dot_q4_0(row, x, xs, fp16, n16):
-    acc = F32(0)
-    for b in range(x.size // 32):
-        o, e = b * 18, b * 32
-        s = F32(0)
-        for j in range(n16):
-            q = row[o + 2 + j]
-            s += F32(q & 15) * x[e + j] + F32(q >> 4) * x[e + 16 + j]
-        acc += _fp16_at(row, o, fp16) * (s - F32(8) * (xs[2 * b] + xs[2 * b + 1]))
-    return acc
-
-
 @njit(cache=True)
 def dequantize_q4_1(row, out, fp16, n16):
     for b in range(out.size // 32):
@@ -158,19 +145,6 @@ def dequantize_q4_1(row, out, fp16, n16):
             q = row[o + 4 + j]
             out[e + j] = F32(q & 15) * d + m
             out[e + 16 + j] = F32(q >> 4) * d + m
-
-
-@njit(fastmath=True, cache=True)
-def dot_q4_1(row, x, xs, fp16, n16):
-    acc = F32(0)
-    for b in range(x.size // 32):
-        o, e = b * 20, b * 32
-        s = F32(0)
-        for j in range(n16):
-            q = row[o + 4 + j]
-            s += F32(q & 15) * x[e + j] + F32(q >> 4) * x[e + 16 + j]
-        acc += _fp16_at(row, o, fp16) * s + _fp16_at(row, o + 2, fp16) * (xs[2 * b] + xs[2 * b + 1])
-    return acc
 
 
 @njit(cache=True)
@@ -202,20 +176,6 @@ def dequantize_q5_1(row, out, fp16, n16):
             lo, hi = _q5_pair(row, o + 8, qh, j)
             out[e + j] = F32(lo) * d + m
             out[e + 16 + j] = F32(hi) * d + m
-
-
-@njit(fastmath=True, cache=True)
-def dot_q5_1(row, x, xs, fp16, n16):
-    acc = F32(0)
-    for b in range(x.size // 32):
-        o, e = b * 24, b * 32
-        qh = _i32_at(row, o + 4)
-        s = F32(0)
-        for j in range(n16):
-            lo, hi = _q5_pair(row, o + 8, qh, j)
-            s += F32(lo) * x[e + j] + F32(hi) * x[e + 16 + j]
-        acc += _fp16_at(row, o, fp16) * s + _fp16_at(row, o + 2, fp16) * (xs[2 * b] + xs[2 * b + 1])
-    return acc
 
 
 @njit(cache=True)
@@ -258,28 +218,6 @@ def dequantize_q5_k(row, out, fp16, n16):
                 q, h = row[qo + j], I32(row[o + 16 + j])
                 out[eo + j] = F32(I32(q & 15) | (((h >> (2 * c)) & 1) << 4)) * d1 - min1
                 out[eo + 32 + j] = F32(I32(q >> 4) | (((h >> (2 * c + 1)) & 1) << 4)) * d2 - min2
-
-
-@njit(fastmath=True, cache=True)
-def dot_q5_k(row, x, xs, fp16, n16):
-    acc = F32(0)
-    for b in range(x.size // 256):
-        o, e = b * 176, b * 256
-        d, dmin = _fp16_at(row, o, fp16), _fp16_at(row, o + 2, fp16)
-        for c in range(4):
-            qo, eo = o + 48 + 32 * c, e + 64 * c
-            s1 = F32(0)
-            s2 = F32(0)
-            for j in range(2 * n16):
-                q, h = row[qo + j], I32(row[o + 16 + j])
-                s1 += F32(I32(q & 15) | (((h >> (2 * c)) & 1) << 4)) * x[eo + j]
-                s2 += F32(I32(q >> 4) | (((h >> (2 * c + 1)) & 1) << 4)) * x[eo + 32 + j]
-            sc1, m1 = _k_scale_min(row, o + 4, 2 * c)
-            sc2, m2 = _k_scale_min(row, o + 4, 2 * c + 1)
-            k = eo // 16
-            acc += d * (F32(sc1) * s1 + F32(sc2) * s2)
-            acc -= dmin * (F32(m1) * (xs[k] + xs[k + 1]) + F32(m2) * (xs[k + 2] + xs[k + 3]))
-    return acc
 
 
 @njit(cache=True)
@@ -366,11 +304,11 @@ def matvec_rows(qtype, w, x, xs, fp16, n16, out):
     elif qtype == 2:
         for r in prange(rows):
             for i in range(n):
-                out[i, r] = dot_q4_0(w[r], x[i], xs[i], fp16, n16)
+                out[i, r] = simd.dot_q4_0(w[r], x[i], xs[i], fp16)
     elif qtype == 3:
         for r in prange(rows):
             for i in range(n):
-                out[i, r] = dot_q4_1(w[r], x[i], xs[i], fp16, n16)
+                out[i, r] = simd.dot_q4_1(w[r], x[i], xs[i], fp16)
     elif qtype == 6:
         for r in prange(rows):
             for i in range(n):
@@ -378,7 +316,7 @@ def matvec_rows(qtype, w, x, xs, fp16, n16, out):
     elif qtype == 7:
         for r in prange(rows):
             for i in range(n):
-                out[i, r] = dot_q5_1(w[r], x[i], xs[i], fp16, n16)
+                out[i, r] = simd.dot_q5_1(w[r], x[i], xs[i], fp16)
     elif qtype == 8:
         for r in prange(rows):
             for i in range(n):
@@ -390,7 +328,7 @@ def matvec_rows(qtype, w, x, xs, fp16, n16, out):
     elif qtype == 13:
         for r in prange(rows):
             for i in range(n):
-                out[i, r] = dot_q5_k(w[r], x[i], xs[i], fp16, n16)
+                out[i, r] = simd.dot_q5_k(w[r], x[i], xs[i], fp16)
     elif qtype == 14:
         for r in prange(rows):
             for i in range(n):

@@ -1,5 +1,5 @@
-"""Explicit-SIMD dot products of one row with a float32 vector, for the types that carry most of a model's bytes
-(Q8_0, Q5_0, Q4_K, Q6_K), written in LLVM IR through numba intrinsics.
+"""Explicit-SIMD dot products of one row of quantized blocks with a float32 vector, for every quantized type
+(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), written in LLVM IR through numba intrinsics.
 
 Why not plain numba loops as in `netboot.blocks`: LLVM vectorizes each block's inner loop, but then sums the
 vector to a scalar at the end of every 32-element block, and that reduction costs more than the block's
@@ -27,6 +27,10 @@ FAST = ("fast",)  # fastmath: lets LLVM reorder the sums and fuse multiply-adds
 
 def vec(t, n):
     return ir.VectorType(t, n)
+
+
+def _const32(v):
+    return ir.Constant(vec(I32, 8), [v] * 8)
 
 
 class _Row:
@@ -83,6 +87,24 @@ class _Row:
 
     def scaled(self, acc, d, s8):
         return self.fadd(acc, self.fmul(self.splat(d, 8), s8))
+
+    def nibbles(self, base, off):
+        """8 bytes widened to 32-bit lanes straight from memory (one instruction), split into their low and high
+        nibbles: cheaper than splitting a register of 32 bytes first and widening each nibble vector out of it."""
+        q = self.b.zext(self.bytes(base, off, 8), vec(I32, 8))
+        return self.b.and_(q, _const32(15)), self.b.lshr(q, _const32(4))
+
+    def sum16(self, e, n):
+        """Sum of x over the n runs of 16 elements from element e (from `xs`), a scalar."""
+        first = self.b.udiv(e, self.c64(16))
+        total = self.b.load(self.b.gep(self.sums, [first]))
+        for k in range(1, n):
+            total = self.fadd(total, self.b.load(self.b.gep(self.sums, [self.b.add(first, self.c64(k))])))
+        return total
+
+    def lane0(self, s):
+        """<8 x float> holding scalar s in lane 0: a per-block constant added to a vector sum."""
+        return self.b.insert_element(ir.Constant(vec(F, 8), None), s, ir.Constant(I32, 0))
 
     def tree(self, terms):
         """Sum of vectors, pairwise: a chain of dependent adds would wait on each add's latency."""
@@ -155,16 +177,52 @@ _SPREAD = ir.Constant(vec(I32, 32), [j // 8 for j in range(32)])
 _BIT_OF = ir.Constant(vec(I8, 32), [(1 << (j % 8)) - (256 if j % 8 == 7 else 0) for j in range(32)])
 
 
-def _q5_0(r, acc, p, e):
-    """All in bytes (q - 16 fits int8): measured 11% faster than building q in 32-bit lanes."""
+def _q5_values(r, p, qh_off, qs_off, signed):
+    """A Q5_0/Q5_1 block's 32 values as bytes, built in bytes (measured 11% faster than in 32-bit lanes): nibble
+    | fifth bit << 4, minus 16 if `signed` (Q5_0's q - 16 fits int8)."""
     b = r.b
-    qs = r.bytes(p, 6, 16)
+    qs = r.bytes(p, qs_off, 16)
     nib = r.concat(b.and_(qs, ir.Constant(vec(I8, 16), [15] * 16)), b.lshr(qs, ir.Constant(vec(I8, 16), [4] * 16)))
-    qh = r.bytes(p, 2, 4)
-    zero = ir.Constant(vec(I8, 32), [0] * 32)
+    qh = r.bytes(p, qh_off, 4)
+    zero, sixteen = ir.Constant(vec(I8, 32), [0] * 32), ir.Constant(vec(I8, 32), [16] * 32)
     low = b.icmp_unsigned("==", b.and_(b.shuffle_vector(qh, qh, _SPREAD), _BIT_OF), zero)
-    q = b.sub(nib, b.select(low, ir.Constant(vec(I8, 32), [16] * 32), zero))
-    return r.scaled(acc, r.fp16(p, 0), r.fold8(r.fmul(b.sitofp(q, vec(F, 32)), r.xs(e, 32))))
+    if signed:
+        return b.sitofp(b.sub(nib, b.select(low, sixteen, zero)), vec(F, 32))
+    return b.uitofp(b.or_(nib, b.select(low, zero, sixteen)), vec(F, 32))
+
+
+def _q5_0(r, acc, p, e):
+    return r.scaled(acc, r.fp16(p, 0), r.fold8(r.fmul(_q5_values(r, p, 2, 6, True), r.xs(e, 32))))
+
+
+def _q5_1(r, acc, p, e):
+    """x = d * q + m: m applied once per block, through the sums of x."""
+    acc = r.scaled(acc, r.fp16(p, 0), r.fold8(r.fmul(_q5_values(r, p, 4, 8, False), r.xs(e, 32))))
+    return r.fadd(acc, r.lane0(r.fmul(r.fp16(p, 2), r.sum16(e, 2))))
+
+
+def _nibble_sum(r, p, off, e):
+    """Sum of q * x over a Q4_0/Q4_1 block whose 16 bytes of nibbles start at `off` (elements 0-15 in the low
+    nibbles, 16-31 in the high), folded to 8 lanes."""
+    b = r.b
+    parts = []
+    for g in range(2):
+        lo, hi = r.nibbles(p, off + 8 * g)
+        parts.append(r.fmul(b.sitofp(lo, vec(F, 8)), r.xs(b.add(e, r.c64(8 * g)), 8)))
+        parts.append(r.fmul(b.sitofp(hi, vec(F, 8)), r.xs(b.add(e, r.c64(16 + 8 * g)), 8)))
+    return r.tree(parts)
+
+
+def _q4_0(r, acc, p, e):
+    """x = d * (q - 8): the -8 applied once per block, through the sums of x."""
+    s = r.fadd(_nibble_sum(r, p, 2, e), r.lane0(r.fmul(ir.Constant(F, -8.0), r.sum16(e, 2))))
+    return r.scaled(acc, r.fp16(p, 0), s)
+
+
+def _q4_1(r, acc, p, e):
+    """x = d * q + m: m applied once per block, through the sums of x."""
+    acc = r.scaled(acc, r.fp16(p, 0), _nibble_sum(r, p, 4, e))
+    return r.fadd(acc, r.lane0(r.fmul(r.fp16(p, 2), r.sum16(e, 2))))
 
 
 _FIRST_FOUR = ir.Constant(vec(ir.IntType(1), 8), [1, 1, 1, 1, 0, 0, 0, 0])
@@ -192,9 +250,16 @@ def _k_scales_mins(r, p):
     return scales, mins
 
 
-def _q4_k(r, acc, p, e):
-    """The mins' part, dmin * sum_j m_j * (sum of x over sub-block j), from the sums per 16: one vector product
-    per super-block instead of summing x in every row (20% faster)."""
+def _bit_to_16(b, h, k):
+    """(h >> k & 1) << 4 for 32-bit lanes h: bit k moved to bit 4 with one shift."""
+    moved = b.shl(h, _const32(4 - k)) if k <= 4 else b.lshr(h, _const32(k - 4))
+    return b.and_(moved, _const32(16))
+
+
+def _k_quant(r, acc, p, e, qs_off, qh_off=None):
+    """Q4_K, and Q5_K when `qh_off` gives its fifth bits (bit c of qh[l] for element l of sub-block c). The mins'
+    part, dmin * sum_j m_j * (sum of x over sub-block j), comes from the sums per 16: one vector product per
+    super-block instead of summing x in every row (20% faster)."""
     b = r.b
     scales, mins = _k_scales_mins(r, p)
     scales = r.fmul(b.uitofp(scales, vec(F, 8)), r.splat(r.fp16(p, 0), 8))
@@ -202,20 +267,28 @@ def _q4_k(r, acc, p, e):
     s32 = r.fadd(b.shuffle_vector(s16, s16, ir.Constant(vec(I32, 8), list(range(0, 16, 2)))),
                  b.shuffle_vector(s16, s16, ir.Constant(vec(I32, 8), list(range(1, 16, 2)))))
     terms = [b.fneg(r.fmul(r.fmul(b.uitofp(mins, vec(F, 8)), r.splat(r.fp16(p, 2), 8)), s32), flags=FAST)]
-    m15, c4 = ir.Constant(vec(I32, 8), [15] * 8), ir.Constant(vec(I32, 8), [4] * 8)
+    highs = [b.zext(r.bytes(p, qh_off + 8 * g, 8), vec(I32, 8)) for g in range(4)] if qh_off is not None else None
     for c in range(4):
         xo = b.add(e, r.c64(64 * c))
         lo_parts, hi_parts = [], []
         for g in range(4):
-            # 8 bytes widened to 32-bit lanes straight from memory (one instruction), then split into nibbles:
-            # cheaper than splitting 32 bytes first and widening each nibble vector out of a register.
-            q = b.zext(r.bytes(p, 16 + 32 * c + 8 * g, 8), vec(I32, 8))
-            lo_parts.append(r.fmul(b.sitofp(b.and_(q, m15), vec(F, 8)), r.xs(b.add(xo, r.c64(8 * g)), 8)))
-            hi_parts.append(r.fmul(b.sitofp(b.lshr(q, c4), vec(F, 8)), r.xs(b.add(xo, r.c64(32 + 8 * g)), 8)))
+            lo, hi = r.nibbles(p, qs_off + 32 * c + 8 * g)
+            if highs is not None:
+                lo, hi = b.or_(lo, _bit_to_16(b, highs[g], 2 * c)), b.or_(hi, _bit_to_16(b, highs[g], 2 * c + 1))
+            lo_parts.append(r.fmul(b.sitofp(lo, vec(F, 8)), r.xs(b.add(xo, r.c64(8 * g)), 8)))
+            hi_parts.append(r.fmul(b.sitofp(hi, vec(F, 8)), r.xs(b.add(xo, r.c64(32 + 8 * g)), 8)))
         for j, parts in enumerate((lo_parts, hi_parts)):
             sc = r.splat(b.extract_element(scales, ir.Constant(I32, 2 * c + j)), 8)
             terms.append(r.fmul(sc, r.tree(parts)))
     return r.fadd(acc, r.tree(terms))
+
+
+def _q4_k(r, acc, p, e):
+    return _k_quant(r, acc, p, e, 16)
+
+
+def _q5_k(r, acc, p, e):
+    return _k_quant(r, acc, p, e, 48, qh_off=16)
 
 
 def _q6_k(r, acc, p, e):
@@ -238,7 +311,11 @@ def _q6_k(r, acc, p, e):
     return r.fadd(acc, r.tree(terms))
 
 
-dot_q8_0 = _row_dot(34, 32, _q8_0)
+dot_q4_0 = _row_dot(18, 32, _q4_0, sums=True)
+dot_q4_1 = _row_dot(20, 32, _q4_1, sums=True)
 dot_q5_0 = _row_dot(22, 32, _q5_0)
+dot_q5_1 = _row_dot(24, 32, _q5_1, sums=True)
+dot_q8_0 = _row_dot(34, 32, _q8_0)
 dot_q4_k = _row_dot(144, 256, _q4_k, sums=True)
+dot_q5_k = _row_dot(176, 256, _q5_k, sums=True)
 dot_q6_k = _row_dot(210, 256, _q6_k)
