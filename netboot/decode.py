@@ -44,6 +44,8 @@ def run_layer(shape: LayerShape, h: np.ndarray, products: list, norms: list[np.n
     `norms`: the NORMS' float32 weights (NO_NORM where absent); keys/values: the layer's whole KV buffers, which
     get this position's key and value; attention over positions first..pos; RoPE angle multiplier `at` and
     frequencies `inv_freq` (read-only float64)."""
+    if not 0 <= first <= pos < keys.shape[1]:  # compiled code does not check its indices
+        raise ValueError(f"position {pos} (attending from {first}) outside a KV buffer of {keys.shape[1]}")
     weights = tuple(kernels.readonly(w) for w, _ in products)
     qtypes = tuple(int(t) for _, t in products)
     h = kernels.writable(np.ascontiguousarray(h, dtype=F32))

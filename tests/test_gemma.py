@@ -129,3 +129,18 @@ def test_decoding_past_the_cache_capacity_grows_it(default_model):
     grown = run(small)
     assert small.capacity >= 17 and small.length == 17
     np.testing.assert_array_equal(np.array(grown), np.array(run(model.new_cache())))
+
+
+def test_a_step_outside_the_kv_buffers_is_refused(default_model):
+    """The compiled layer does not check its indices: `decode.run_layer` does, before calling it."""
+    from netboot import decode
+
+    model = default_model.model
+    keys, values = model.new_cache().buffers(0, 1)
+    w = model.weights.layer(0)
+    products = [(w[p].data, w[p].qtype) for p in decode.PRODUCTS]
+    norms = [model._vector(w[p]) for p in decode.NORMS]
+    h = model.embed([2])
+    inv_freq, _ = model._rope(0, np.array([0]))
+    with pytest.raises(ValueError, match="outside a KV buffer"):
+        decode.run_layer(model._layer_shape, h, products, norms, keys, values, keys.shape[1], 0, 0.0, inv_freq)
