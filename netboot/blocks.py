@@ -105,12 +105,22 @@ def dot_f32(row, x, xs, fp16, n16):
 
 
 @njit(fastmath=True, cache=True)
-def dot_f16(row, x, xs, fp16, n16):
+def dot_f16_converted(row, x, xs, fp16, n16, start=0):
+    """From element `start` on, each fp16 weight converted by `half`'s bit arithmetic."""
     v = row.view(np.uint16)
     acc = F32(0)
-    for i in range(x.size):
+    for i in range(start, x.size):
         acc += half(v[i]) * x[i]
     return acc
+
+
+@njit(fastmath=True, cache=True)
+def dot_f16_native(row, x, xs, fp16, n16):
+    """Runs of 8 converted by the CPU (`simd.dot_f16`), the rest as `dot_f16_converted`."""
+    return simd.dot_f16(row, x, fp16) + dot_f16_converted(row, x, xs, fp16, n16, x.size - x.size % 8)
+
+
+dot_f16 = dot_f16_native if simd.NATIVE_HALF else dot_f16_converted  # only the one used is ever compiled
 
 
 @njit(fastmath=True, cache=True)

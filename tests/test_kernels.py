@@ -196,3 +196,16 @@ def test_exp32_and_the_gated_activations_against_float64():
     for ours, exact in ((ops.gelu_tanh_mul(gate, up), gelu), (ops.silu_mul(gate, up), silu)):
         assert ours.shape == gate.shape and ours.dtype == np.float32
         np.testing.assert_allclose(ours, exact, rtol=2e-6, atol=1e-6)
+
+
+def test_f16_dot_without_the_cpus_conversion():
+    """On CPUs that convert fp16 themselves (`simd.NATIVE_HALF`) F16 rows take `blocks.dot_f16_native`; the others
+    take `blocks.dot_f16_converted`, checked here whichever this machine uses."""
+    from netboot import blocks
+
+    rng = np.random.default_rng(11)
+    rows, cols = 9, odd_cols(GGMLType.F16)
+    raw = random_blocks(GGMLType.F16, rows, cols, rng)
+    x = rng.standard_normal((1, cols)).astype(np.float32)
+    out = np.array([[blocks.dot_f16_converted(raw[r], x[0], x, kernels.FP16, kernels.N16) for r in range(rows)]])
+    assert_close(out, reference_product(raw, GGMLType.F16, cols, x))
