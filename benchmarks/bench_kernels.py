@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # quantdata: random blocks of each type
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # support.quantdata: random blocks
 
 
 def best_time(fn, repeat: int) -> float:
@@ -43,11 +43,11 @@ def main() -> None:
 
     import numpy as np
     from numba import njit, prange
-    from quantdata import random_blocks
+    from support.quantdata import random_blocks
     from threadpoolctl import threadpool_limits
 
-    from netboot import kernels
-    from netboot.ggml import SUPPORTED_TYPES
+    from netboot.backends.cpu import kernels
+    from netboot.tensors.ggml import SUPPORTED_TYPES
 
     @njit(parallel=True, cache=True)
     def read_all(words):

@@ -70,7 +70,7 @@ def run_worker(model: str, budget: int | None, prefetch: int, tokens: int, threa
 def reader_throughput(source, chunk: int, total: int) -> float:
     """Bytes/s of netboot's own reader over the model's first `total` bytes, read as streaming reads them: one
     stream (one Range request over HTTP) taken `chunk` at a time."""
-    from netboot.sources import aligned_buffer
+    from netboot.sources.base import aligned_buffer
 
     buf = aligned_buffer(chunk)
     total = min(total, source.size) // chunk * chunk
@@ -113,7 +113,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.worker_budget or None, args.prefetch, args.tokens)))
         return
 
-    from netboot.remote.cache import parse_size
+    from netboot.commands.options import parse_size
 
     if args.model is None:
         from netboot.default_model import default_model_path
@@ -124,8 +124,8 @@ def main() -> None:
     server, origin = start_netboot_serve(model.parent)
     url = f"{origin}/{model.name}"
     try:
-        from netboot.remote.stream import HttpSource
-        from netboot.sources import FileSource
+        from netboot.sources.file import FileSource
+        from netboot.sources.http import HttpSource
 
         resident = run_worker(args.model, None, 1, args.tokens, args.threads)
         print(f"resident: {resident['ms_per_token']:.1f} ms/token, peak RSS {resident['peak_rss'] / MB:.0f} MB",

@@ -12,19 +12,22 @@ __version__ = "0.1.0"
 
 # The public API, imported on first use: the CLI must set thread counts before numpy loads its BLAS.
 _EXPORTS = {
+    "Backend": "netboot.backends.base",
     "ModelConfig": "netboot.config",
     "FormatError": "netboot.errors",
     "NetbootError": "netboot.errors",
     "UnsupportedError": "netboot.errors",
     "ModelFile": "netboot.formats",
     "open_model": "netboot.formats",
-    "Generation": "netboot.generate",
-    "GenerationStats": "netboot.generate",
+    "Generation": "netboot.engine.generate",
+    "GenerationStats": "netboot.engine.generate",
     "LoadedModel": "netboot.loader",
     "load": "netboot.loader",
-    "KVCache": "netboot.model",
-    "Model": "netboot.model",
-    "SamplingParams": "netboot.sampling",
+    "KVCache": "netboot.model.kv_cache",
+    "Model": "netboot.model.transformer",
+    "Plan": "netboot.planner.plan",
+    "SamplingParams": "netboot.engine.sampling",
+    "Weights": "netboot.placement.base",
 }
 
 __all__ = sorted(_EXPORTS)

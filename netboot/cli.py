@@ -1,34 +1,13 @@
 """The `netboot` command. stdout carries only generated text (or a command's report); everything else goes to
-stderr. Each subcommand lives in `netboot.commands.<name>`."""
+stderr. Each subcommand lives in `netboot.commands.<name>`; this module sets the thread counts (before numpy and
+numba load) and turns every `NetbootError` into one line and exit status 1."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
 
-from netboot.commands import fail
-
-COMMANDS = ("demo", "run", "info", "serve", "pull", "cache")
-
-USAGE_EXAMPLES = """examples:
-  netboot run -p "The capital of France is"          (the default model, Gemma 3 270M)
-  netboot run model.gguf -p "Once upon a time" -n 64 --temperature 0
-  netboot info model.gguf
-  netboot run http://host:8080/model.gguf -p "Hello"   (boot over HTTP: fetched once into ~/.cache/netboot)
-  netboot pull http://host:8080/model.gguf            (fetch into the cache, print the local path)
-  netboot cache ls
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netboot", description="Run an LLM wherever its bytes are.",
-                                     epilog=USAGE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"netboot.commands.{name}").add_parser(sub)
-    return parser
+from netboot.commands import build_parser, fail
 
 
 def available_cores() -> int:
@@ -44,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             return fail("--threads must be at least 1")
         # Must be set before numpy and numba load. BLAS gets one thread: netboot runs its products on its own
-        # threads (see netboot.kernels), and idle BLAS threads spinning would take the cores from them.
+        # threads (see netboot.backends.cpu.kernels), and idle BLAS threads spinning would take the cores from them.
         os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
         os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     from netboot.errors import NetbootError

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+PREFILL_BATCH = 256  # prompt tokens per forward pass: bounds the attention scores' memory
+
 
 @dataclass
 class ModelConfig:

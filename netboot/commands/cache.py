@@ -30,7 +30,8 @@ def _mb(n: int) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from netboot.remote.cache import Cache, parse_size
+    from netboot.commands.options import parse_size
+    from netboot.remote.cache import Cache
 
     cache = Cache(args.cache_dir)
     if args.action == "ls":

@@ -28,8 +28,7 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from netboot.cli import build_parser
-    from netboot.commands import run
+    from netboot.commands import build_parser, run
     from netboot.default_model import default_model_path
 
     model = default_model_path()

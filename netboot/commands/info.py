@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netboot.remote.options import add_network_arguments, network_options
+from netboot.commands.options import add_network_arguments, network_options
 
 
 def add_parser(sub) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from netboot.info import describe, render
+    from netboot.formats.report import describe, render
     from netboot.loader import open_ref
 
     file = open_ref(args.model, args.tokenizer, **network_options(args))

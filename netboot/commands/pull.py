@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netboot.remote.options import add_network_arguments, network_options
+from netboot.commands.options import add_network_arguments, network_options
 
 
 def add_parser(sub) -> None:
@@ -16,13 +16,14 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from netboot.formats.layout import ModelLayout
     from netboot.remote.fetch import FetchOptions, pull
-    from netboot.remote.urls import is_url
+    from netboot.sources.urls import is_url
 
     if not is_url(args.url) and not args.fallback:
         from netboot.errors import NetbootError
 
         raise NetbootError(f"not an http(s) URL: {args.url}")
-    fetched = pull(args.url, args.tokenizer, FetchOptions(**network_options(args)))
+    fetched = pull(args.url, args.tokenizer, FetchOptions(**network_options(args)), ModelLayout())
     print(fetched.path)
     return 0

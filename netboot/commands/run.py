@@ -8,7 +8,7 @@ import sys
 import time
 
 from netboot.commands import fail
-from netboot.remote.options import add_network_arguments, network_options
+from netboot.commands.options import add_network_arguments, network_options
 
 
 def add_parser(sub) -> None:
@@ -67,13 +67,13 @@ def main(args: argparse.Namespace) -> int:
         # 10% slower, so only here). Read when OpenMP starts, so before numba runs anything.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         lean_start()  # before anything imports numba
-    from netboot.generate import Generation
+    from netboot.engine.generate import Generation
+    from netboot.engine.sampling import SamplingParams
     from netboot.loader import load
-    from netboot.sampling import SamplingParams
 
     memory = {}
     if args.max_memory is not None:
-        from netboot.remote.cache import parse_size
+        from netboot.commands.options import parse_size
 
         if args.prefetch < 0:
             return fail("--prefetch must not be negative")

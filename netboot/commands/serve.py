@@ -43,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
         raise NetbootError("--request-timeout and --send-timeout must be positive")
     if args.token is not None and not args.token:
         raise NetbootError("--token must not be empty")
-    from netboot.server.app import ModelServer
+    from netboot.fileserver.app import ModelServer
 
     server = ModelServer(root, token=args.token, request_timeout=args.request_timeout,
                          send_timeout=args.send_timeout, log=sys.stderr)

@@ -10,7 +10,8 @@ from typing import Any
 
 from netboot.config import ModelConfig
 from netboot.errors import FormatError, NetbootError
-from netboot.tensor import QTensor
+from netboot.formats.names import OUTPUT, expected_shapes
+from netboot.tensors.qtensor import QTensor
 
 GGUF_MAGIC = b"GGUF"
 
@@ -28,11 +29,10 @@ def is_gguf(path: str | Path) -> bool:
 class ModelFile:
     """A model as read from its file(s).
 
-    Tensors use GGUF's names whatever the format: token_embd.weight, output_norm.weight, output.weight
-    (absent when tied to the embedding), and per layer blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output,
-    ffn_norm, ffn_gate, ffn_up, ffn_down}.weight, plus attn_q_norm, attn_k_norm, post_attention_norm and
-    post_ffw_norm for Gemma 3. Matrices are (out_features, in_features). Norm weights are the
-    multiplier itself (Gemma's 1 + w already applied, as llama.cpp's GGUF converter does).
+    Tensors use GGUF's names whatever the format (`netboot.formats.names`: token_embd.weight, output_norm.weight,
+    output.weight when not tied to the embedding, blk.N.<part>.weight for each of a layer's parts). Matrices are
+    (out_features, in_features). Norm weights are the multiplier itself (Gemma's 1 + w already applied, as
+    llama.cpp's GGUF converter does).
     """
 
     path: Path
@@ -44,38 +44,17 @@ class ModelFile:
 
     @cached_property
     def tokenizer(self) -> Any:
-        """The model's `netboot.tokenizer.Tokenizer`; a NetbootError when the model carries none."""
+        """The model's `netboot.tokenizers.base.Tokenizer`; a NetbootError when the model carries none."""
         if self.tokenizer_loader is None:
             raise NetbootError(f"{self.path}: the model carries no tokenizer (pass --tokenizer)")
         return self.tokenizer_loader()
-
-    def layer_tensors(self, layer: int) -> dict[str, QTensor]:
-        prefix = f"blk.{layer}."
-        return {name: t for name, t in self.tensors.items() if name.startswith(prefix)}
-
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The tensors a model of this config must have, with their shapes (out_features, in_features)."""
-    c = config
-    q, kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
-    shapes = {"token_embd.weight": (c.vocab_size, c.dim), "output_norm.weight": (c.dim,)}
-    layer = {"attn_norm": (c.dim,), "attn_q": (q, c.dim), "attn_k": (kv, c.dim), "attn_v": (kv, c.dim),
-             "attn_output": (c.dim, q), "ffn_norm": (c.dim,), "ffn_gate": (c.ffn_dim, c.dim),
-             "ffn_up": (c.ffn_dim, c.dim), "ffn_down": (c.dim, c.ffn_dim)}
-    if c.qk_norm:
-        layer |= {"attn_q_norm": (c.head_dim,), "attn_k_norm": (c.head_dim,)}
-    if c.post_norms:
-        layer |= {"post_attention_norm": (c.dim,), "post_ffw_norm": (c.dim,)}
-    for i in range(c.n_layers):
-        shapes |= {f"blk.{i}.{part}.weight": shape for part, shape in layer.items()}
-    return shapes
 
 
 def check_tensors(file: ModelFile) -> None:
     """Every tensor the forward pass reads is present with the shape the config implies."""
     shapes = expected_shapes(file.config)
-    if "output.weight" in file.tensors:
-        shapes["output.weight"] = (file.config.vocab_size, file.config.dim)
+    if OUTPUT in file.tensors:
+        shapes[OUTPUT] = (file.config.vocab_size, file.config.dim)
     for name, shape in shapes.items():
         tensor = file.tensors.get(name)
         if tensor is None:

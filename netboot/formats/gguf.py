@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from netboot.config import ModelConfig, gemma3_sliding_layers
-from netboot.errors import FormatError, UnsupportedError
+from netboot.errors import FormatError, TruncatedHeader, UnsupportedError, shown
 from netboot.formats import GGUF_MAGIC, ModelFile
-from netboot.ggml import BLOCK_SIZES, GGMLType, type_name
-from netboot.tensor import QTensor
+from netboot.sources.base import ByteSource, aligned_buffer
+from netboot.tensors.ggml import BLOCK_SIZES, GGMLType, type_name
+from netboot.tensors.qtensor import QTensor
 
 DEFAULT_ALIGNMENT = 32
 
@@ -60,10 +62,6 @@ class StringArray(Sequence[str]):
         return isinstance(other, Sequence) and list(self) == list(other)
 
     __hash__ = None  # type: ignore[assignment]
-
-
-class TruncatedHeader(FormatError):
-    """The header runs past the end of the bytes given: of the file, or of the prefix fetched so far."""
 
 
 class _Cursor:
@@ -241,7 +239,7 @@ def _config(path: Path, meta: dict[str, Any], tensors: dict[str, QTensor]) -> Mo
     # llama.cpp's rope_freqs.weight (Llama 3.1's RoPE scaling): one divisor per rotation frequency.
     freqs = tensors.get("rope_freqs.weight")
     if freqs is not None:
-        factors = freqs.dequantize().reshape(-1).astype(np.float64)
+        factors = freqs.to_float32().reshape(-1).astype(np.float64)
         if factors.size != head_dim // 2:
             raise FormatError(
                 f"{path}: rope_freqs.weight has {factors.size} values, expected head_dim / 2 = {head_dim // 2}"
@@ -270,7 +268,7 @@ def _tokenizer_loader(meta: dict[str, Any]):
         raise UnsupportedError(f"tokenizer model {model!r} in GGUF metadata is not supported (llama/SentencePiece is)")
 
     def load():
-        from netboot.tokenizer import SPMTokenizer
+        from netboot.tokenizers.spm import SPMTokenizer
 
         return SPMTokenizer.from_gguf_metadata(meta)
 
@@ -281,3 +279,39 @@ def open_gguf(path: Path) -> ModelFile:
     metadata, tensors, _ = read_gguf(path)
     config = _config(path, metadata, tensors)
     return ModelFile(path, "gguf", config, tensors, _tokenizer_loader(metadata), metadata)
+HEADER_PREFIX = 1 << 20  # first guess at a GGUF header's size; grown 4x until the header fits
+
+
+def open_gguf_header(source: ByteSource) -> ModelFile:
+    """The `ModelFile` (config, tokenizer, tensor index) of a remote GGUF, without its weights: the header's bytes,
+    and the small tensors read at open (rope_freqs), are placed in a sparse in-memory copy of the file whose other
+    bytes stay holes that nothing reads."""
+    from netboot.formats import open_model
+
+    n = min(HEADER_PREFIX, source.size)
+    prefix = source.read(0, n, aligned_buffer(n))
+    while True:
+        try:
+            _, infos, data_start = parse_header(memoryview(prefix), shown(source.name), source.size)
+            break
+        except TruncatedHeader:
+            if n >= source.size:
+                raise
+            have, n = n, min(4 * n, source.size)
+            grown = aligned_buffer(n)
+            grown[:have] = prefix
+            prefix = grown[:n]
+            prefix[have:] = source.read(have, n - have, aligned_buffer(n - have))  # only the bytes not read yet
+    fd = os.memfd_create("netboot-header", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, source.size)
+        os.pwrite(fd, memoryview(prefix)[:data_start], 0)
+        file = open_model(f"/proc/self/fd/{fd}")
+        small = file.tensors.get("rope_freqs.weight")
+        if small is not None:
+            raw = source.read(small.offset, small.nbytes, aligned_buffer(small.nbytes))
+            os.pwrite(fd, memoryview(raw), small.offset)
+            file = open_model(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    return file

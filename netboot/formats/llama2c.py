@@ -21,8 +21,8 @@ import numpy as np
 from netboot.config import ModelConfig
 from netboot.errors import FormatError, NetbootError, UnsupportedError
 from netboot.formats import ModelFile
-from netboot.ggml import GGMLType
-from netboot.tensor import QTensor
+from netboot.tensors.ggml import GGMLType
+from netboot.tensors.qtensor import QTensor
 
 HEADER = struct.Struct("<7i")
 VERSIONED_MAGIC = struct.pack("<I", 0x616B3432)  # "ak42", reversed: export.py's version 1 and later
@@ -132,11 +132,12 @@ def _tokenizer_loader(path: Path, tokenizer: str | Path | None, vocab: int):
             raise NetbootError(f"tokenizer not found: {candidate}")
 
     def load():
-        from netboot import tokenizer as tok
+        from netboot.tokenizers.hf import HFTokenizer
+        from netboot.tokenizers.llama2c import Llama2cTokenizer
 
         if candidate.is_dir() or candidate.suffix == ".json":
             json_path = candidate / "tokenizer.json" if candidate.is_dir() else candidate
-            return tok.HFTokenizer.from_file(json_path)
-        return tok.Llama2cTokenizer.from_file(candidate, vocab)
+            return HFTokenizer.from_file(json_path)
+        return Llama2cTokenizer.from_file(candidate, vocab)
 
     return load

@@ -23,8 +23,8 @@ import numpy as np
 from netboot.config import ModelConfig, gemma3_sliding_layers
 from netboot.errors import FormatError, NetbootError, UnsupportedError
 from netboot.formats import ModelFile
-from netboot.ggml import GGMLType
-from netboot.tensor import QTensor
+from netboot.tensors.ggml import GGMLType
+from netboot.tensors.qtensor import QTensor
 
 INDEX_NAME = "model.safetensors.index.json"
 # metadata key: names of the tensors computed at load (Gemma's 1 + w norms), not views of the file's bytes
@@ -188,7 +188,7 @@ def _canonical_tensors(raw: dict[str, tuple], family: str) -> dict[str, QTensor]
         if not shape or len(shape) > 2:
             raise FormatError(f"{file}: tensor {name} has shape {shape}, expected a vector or a matrix")
         if family == "gemma3" and canonical.split(".")[-2] in _GEMMA_NORMS + ("output_norm",):
-            values = QTensor.from_bytes(name, qtype, shape, data).dequantize()
+            values = QTensor.from_bytes(name, qtype, shape, data).to_float32()
             multiplier = np.ascontiguousarray(1.0 + values, dtype=np.float32).view(np.uint8).reshape(-1)
             # A copy: `offset` still names the stored w in the file, which is not these bytes (see DERIVED_KEY).
             tensors[canonical] = QTensor.from_bytes(canonical, GGMLType.F32, shape, multiplier, offset=offset)
@@ -354,12 +354,13 @@ def _tokenizer_loader(directory: Path, tokenizer: str | Path | None, hf: dict[st
     tok_config_path = candidate.parent / "tokenizer_config.json"
 
     def load():
-        from netboot import tokenizer as tok
+        from netboot.tokenizers.hf import HFTokenizer
+        from netboot.tokenizers.llama2c import Llama2cTokenizer
 
         if candidate.suffix == ".bin":
-            return tok.Llama2cTokenizer.from_file(candidate)
+            return Llama2cTokenizer.from_file(candidate)
         tok_config = _read_json(tok_config_path) if tok_config_path.is_file() else None
-        return tok.HFTokenizer.from_file(candidate, hf, tok_config)
+        return HFTokenizer.from_file(candidate, hf, tok_config)
 
     return load
 

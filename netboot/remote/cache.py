@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netboot.errors import NetbootError
-from netboot.remote.urls import shown
+from netboot.errors import NetbootError, shown
 
 if TYPE_CHECKING:  # the HTTP client is not imported by `netboot cache`
-    from netboot.remote.download import FileSink, Outcome
+    from netboot.remote.download import Outcome
+    from netboot.remote.sinks import FileSink
 
 INDEX_VERSION = 1
 
@@ -42,7 +42,7 @@ def url_key(url: str) -> str:
 class Cache:
     def __init__(self, root: str | Path | None = None):
         if root is None:
-            from netboot.default_model import cache_dir
+            from netboot.paths import cache_dir
 
             root = cache_dir()
         self.root = Path(root).expanduser()
@@ -140,7 +140,7 @@ class Cache:
             yield
 
     def part(self, url: str) -> FileSink:
-        from netboot.remote.download import FileSink
+        from netboot.remote.sinks import FileSink
 
         self.ensure()
         return FileSink(self.tmp / f"{url_key(url)}.part", url)
@@ -333,17 +333,3 @@ class Cache:
         return removed, freed
 
 
-def parse_size(text: str) -> int:
-    """"500M", "2G", "1.5GB", "300MiB", "1000" (bytes) -> bytes (K/M/G/T are powers of 1000, KiB/MiB/... of 1024)."""
-    s = text.strip().upper().replace(" ", "")
-    units = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
-             "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-    num = s.rstrip("KMGTIB")
-    unit = s[len(num):]
-    try:
-        value = float(num)
-    except ValueError:
-        value = -1
-    if unit not in units or value < 0:
-        raise NetbootError(f"not a size: {text!r} (e.g. 500M, 2G, 300MiB)")
-    return int(value * units[unit])

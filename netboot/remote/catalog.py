@@ -5,15 +5,13 @@ says what to fetch, and nothing but --sha256 pins the bytes)."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
-import xxhash
-
-from netboot.remote.urls import origin
+from netboot.sources.digests import SPAN_DIGESTS
+from netboot.sources.urls import origin
 
 if TYPE_CHECKING:
     import httpx
@@ -120,11 +118,6 @@ def _lookup_file(entries: list[dict], base: str, url: str) -> CatalogFile | None
             if cf is not None and _key(cf.url) == _key(url):
                 return cf
     return None
-
-
-# The digests a catalog gives for each layer and global tensor span, in the order a reader prefers them: xxh3_128
-# is 10x faster to check than sha256 (netboot.server.catalog says why both).
-SPAN_DIGESTS = {"xxh3_128": xxhash.xxh3_128, "sha256": hashlib.sha256}
 
 
 def span_hashes(entries: list[dict] | None, url: str) -> dict[tuple[int, int], tuple[str, str]]:

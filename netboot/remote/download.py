@@ -19,200 +19,35 @@ transfer in the cache keeps them in a small JSON state file beside the partial f
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import httpx
 
-from netboot.remote.http import (
-    IntegrityError,
-    RemoteError,
-    Settings,
-    as_remote_error,
-    sleep_before_retry,
-    status_error,
-)
+from netboot.errors import IntegrityError, RemoteError, RestartTransfer, TransferAborted, shown
+from netboot.remote.hasher import Hasher
+from netboot.remote.http import as_remote_error, status_error
 from netboot.remote.progress import Progress
-from netboot.remote.urls import shown
+from netboot.remote.sinks import Intervals, Sink
+from netboot.sources.net import Settings, parse_content_range, sleep_before_retry
 
 MiB = 1 << 20
 MIN_CHUNK = 4 * MiB  # the smallest piece one request of a parallel transfer asks for
 MAX_CHUNK = 64 * MiB
 SPLIT_AFTER = 0.3  # seconds of a single stream before deciding whether to add connections
 ONE_STREAM_ENOUGH = 256e6  # bytes/s: a stream this fast is not split (see Transfer._workers)
-HASH_CHUNK = 8 * MiB
 SAVE_INTERVAL = 1.0  # seconds between writes of the resume state
 PROGRESS_RESET = 4 * MiB  # a failed round that still received this much does not count against the retries
 MAX_RESTARTS = 3  # a file that changes under us (or ranges that do not add up) restarts from 0 at most this often
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-
-
-class Intervals:
-    """Disjoint, sorted [start, end) byte intervals."""
-
-    def __init__(self, spans: list[list[int]] | None = None):
-        self.spans: list[list[int]] = []
-        for s, e in spans or []:
-            self.add(int(s), int(e))
-
-    def add(self, start: int, end: int) -> None:
-        if end <= start:
-            return
-        merged = []
-        for s, e in self.spans:
-            if e < start or s > end:
-                merged.append([s, e])
-            else:
-                start, end = min(s, start), max(e, end)
-        merged.append([start, end])
-        merged.sort()
-        self.spans = merged
-
-    def total(self) -> int:
-        return sum(e - s for s, e in self.spans)
-
-    def prefix(self) -> int:
-        """End of the contiguous run starting at byte 0."""
-        return self.spans[0][1] if self.spans and self.spans[0][0] == 0 else 0
-
-    def missing(self, size: int | None) -> list[tuple[int, int | None]]:
-        """The gaps in [0, size); with an unknown size, everything after the prefix."""
-        if size is None:
-            return [(self.prefix(), None)]
-        gaps, pos = [], 0
-        for s, e in self.spans:
-            if s > pos:
-                gaps.append((pos, min(s, size)))
-            pos = max(pos, e)
-        if pos < size:
-            gaps.append((pos, size))
-        return [(s, e) for s, e in gaps if e > s]
-
-
-@dataclass
-class State:
-    """What is known about a transfer in progress: enough to resume it in another process."""
-
-    url: str
-    total: int | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    done: Intervals = field(default_factory=Intervals)
-
-    def validator(self) -> str | None:
-        """The If-Range value: a strong ETag, else the Last-Modified date."""
-        if self.etag and not self.etag.startswith("W/"):
-            return self.etag
-        return self.last_modified
-
-    def reset(self) -> None:
-        self.total, self.etag, self.last_modified, self.done = None, None, None, Intervals()
-
-    def to_json(self) -> dict:
-        return {"url": self.url, "total": self.total, "etag": self.etag, "last_modified": self.last_modified,
-                "done": self.done.spans}
-
-    @classmethod
-    def from_json(cls, data: dict) -> State:
-        return cls(url=data["url"], total=data.get("total"), etag=data.get("etag"),
-                   last_modified=data.get("last_modified"), done=Intervals(data.get("done") or []))
-
-
-class Sink:
-    """Where the bytes go: an open file descriptor that supports pwrite/pread."""
-
-    fd: int
-    state: State
-
-    def ensure_size(self, size: int) -> None:
-        if os.fstat(self.fd).st_size < size:
-            os.ftruncate(self.fd, size)
-
-    def truncate(self, size: int = 0) -> None:
-        # Only when it changes something: on ext4, truncating a file to 0 makes its close() start writeback of
-        # everything written since (auto_da_alloc), which costs a fast download a third of its time.
-        if os.fstat(self.fd).st_size != size:
-            os.ftruncate(self.fd, size)
-
-    def save(self) -> None:
-        """Persist the resume state (a no-op for memory)."""
-
-    def discard(self) -> None:
-        """Drop everything received (bad bytes)."""
-        self.truncate(0)
-        self.state.reset()
-
-
-class FileSink(Sink):
-    """A partial file with a JSON resume state beside it (`<part>.json`)."""
-
-    def __init__(self, part: Path, url: str):
-        self.path = Path(part)
-        self.state_path = self.path.with_name(self.path.name + ".json")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self.state = self._load(url)
-
-    def _load(self, url: str) -> State:
-        try:
-            state = State.from_json(json.loads(self.state_path.read_text()))
-            size = os.fstat(self.fd).st_size
-            if state.url == url and (not state.done.spans or state.done.spans[-1][1] <= size):
-                return state
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        if os.fstat(self.fd).st_size:
-            os.ftruncate(self.fd, 0)
-        return State(url)
-
-    def save(self) -> None:
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state.to_json()))
-        os.replace(tmp, self.state_path)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def remove(self) -> None:
-        self.close()
-        for p in (self.path, self.state_path):
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
-
-
-class MemorySink(Sink):
-    """An anonymous RAM-backed file (memfd): nothing touches a disk; /proc/self/fd/N opens it like a file."""
-
-    def __init__(self, name: str, url: str):
-        if not hasattr(os, "memfd_create"):
-            from netboot.errors import NetbootError
-
-            raise NetbootError("--no-disk needs memfd_create (Linux)")
-        self.fd = os.memfd_create(f"netboot:{name}"[:249], 0)
-        self.state = State(url)
-
-    @property
-    def path(self) -> str:
-        return f"/proc/{os.getpid()}/fd/{self.fd}"
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 @dataclass
 class Outcome:
+    """How a transfer ended: the cached copy is current (not_modified), or the bytes received and verified."""
+
     not_modified: bool = False
     sha256: str | None = None
     size: int = 0
@@ -220,85 +55,6 @@ class Outcome:
     last_modified: str | None = None
     final_url: str | None = None
     received: int = 0  # body bytes received by this transfer (resumed bytes not counted)
-
-
-class _Restart(Exception):
-    """Start the round again at once (the file changed, or ranges cannot be trusted)."""
-
-
-class _Aborted(Exception):
-    pass
-
-
-class Hasher:
-    """sha256 of the contiguous prefix of a file being written, in a thread that follows the writers."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.sha = hashlib.sha256()
-        self.pos = 0
-        self._limit = 0
-        self._gen = 0  # bumped by reset(): a chunk read for an older generation is not hashed
-        self._stop = False
-        self._lock = threading.Lock()  # held while a chunk is hashed
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="netboot-sha256", daemon=True)
-        self._thread.start()
-
-    def advance(self, end: int) -> None:
-        with self._cond:
-            if end > self._limit:
-                self._limit = end
-                self._cond.notify()
-
-    def reset(self) -> None:
-        with self._lock, self._cond:
-            self.sha, self.pos, self._limit = hashlib.sha256(), 0, 0
-            self._gen += 1
-
-    def _step(self, limit: int, gen: int) -> bool:
-        with self._lock:
-            if gen != self._gen or self.pos >= limit:
-                return False
-            data = os.pread(self.fd, min(HASH_CHUNK, limit - self.pos), self.pos)
-            if not data:
-                return False
-            self.sha.update(data)
-            self.pos += len(data)
-            return True
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stop and self._limit <= self.pos:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                limit, gen = self._limit, self._gen
-            while not self._stop and self._step(limit, gen):
-                pass
-
-    def finish(self, size: int) -> str:
-        self.stop()
-        self._thread.join()
-        while self._step(size, self._gen):
-            pass
-        if self.pos != size:
-            raise OSError(f"could not read back byte {self.pos} of {size} to hash it")
-        return self.sha.hexdigest()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-
-
-def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
-    m = _CONTENT_RANGE.match(value or "")
-    if not m or m.group(3) == "*":
-        return None
-    first, last, total = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    return (first, last, total) if first <= last < total else None
 
 
 def _looks_like_html(head: bytes) -> bool:
@@ -342,7 +98,7 @@ class Transfer:
                     if outcome is not None:
                         return outcome
                     return self._finish()
-                except _Restart:
+                except RestartTransfer:
                     restarts += 1
                     if restarts > MAX_RESTARTS:
                         raise RemoteError(self.url, "the file keeps changing during the download") from None
@@ -430,7 +186,7 @@ class Transfer:
         if code == 416 and not self.single_only:
             self.single_only = True
             self._reset()
-            raise _Restart
+            raise RestartTransfer
         if code not in (200, 206):
             raise status_error(response, self.url)
         self.final_url = str(response.url)
@@ -457,14 +213,14 @@ class Transfer:
             # A 206 that is not the range asked for: do not trust ranges from this server.
             self.single_only = True
             self._reset()
-            raise _Restart
+            raise RestartTransfer
         first, last, total = parsed
         self._check_expected(total)
         if self._unchanged(etag, total):
             return Outcome(True, None, total, etag, modified, self.final_url)
         if st.total is not None and (total != st.total or (st.etag and etag and etag != st.etag)):
             self._reset()  # the file changed since the partial download (a server that ignores If-Range)
-            raise _Restart
+            raise RestartTransfer
         st.total, st.etag, st.last_modified = total, etag or st.etag, modified or st.last_modified
         self.sink.ensure_size(total)
         self.progress.start(total, st.done.total())
@@ -516,7 +272,7 @@ class Transfer:
                             return
                         piece = queue.popleft()
                     self._fetch_piece(piece)
-            except _Aborted:
+            except TransferAborted:
                 pass
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 with self._lock:
@@ -591,7 +347,7 @@ class Transfer:
         self.single_only = True
         with self._lock:
             self._abort.set()
-        raise _Restart
+        raise RestartTransfer
 
     def _consume(self, response: httpx.Response, piece: _Piece) -> None:
         """Write the body into place from piece.pos on, until piece.end (which a split may lower meanwhile) or,
@@ -599,7 +355,7 @@ class Transfer:
         fd = self.sink.fd
         for data in response.iter_raw():
             if self._abort.is_set():
-                raise _Aborted
+                raise TransferAborted
             pos, end = piece.pos, piece.end
             if end is not None and pos + len(data) > end:
                 data = data[: end - pos]

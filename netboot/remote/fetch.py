@@ -1,30 +1,34 @@
 """A whole model from a URL: the files it needs, each from the cache or the network, verified; fallbacks when the
 source fails; or (no_disk) every file straight into memory.
 
-    fetched = fetch_model("http://host:8080/stories15M.bin", options=FetchOptions(cache_dir=...))
+Which files a model needs is its format's knowledge, not this module's: the server's catalog lists them, or else the
+caller's `Layout` (the formats layer's `ModelLayout`) names them, asked again as the files it depends on arrive.
+
+    fetched = fetch_model("http://host:8080/stories15M.bin", options=FetchOptions(cache_dir=...), layout=ModelLayout())
     open_model(fetched.path, fetched.tokenizer)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from netboot.errors import NetbootError, note
-from netboot.formats import is_gguf
+from netboot.errors import IntegrityError, NetbootError, RemoteError, note, shown
 from netboot.remote import catalog as catalog_mod
 from netboot.remote.cache import Cache
-from netboot.remote.download import MemorySink, Transfer
-from netboot.remote.http import IntegrityError, RemoteError, Settings, make_client
+from netboot.remote.download import Transfer
+from netboot.remote.http import make_client
 from netboot.remote.progress import Progress
-from netboot.remote.urls import (
+from netboot.remote.sinks import MemorySink
+from netboot.sources.net import Settings
+from netboot.sources.urls import (
     check_url,
     dir_url,
     file_name,
@@ -33,12 +37,41 @@ from netboot.remote.urls import (
     local_dir,
     relative_to,
     safe_relpath,
-    shown,
     sibling,
 )
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+class Layout(Protocol):
+    """Which files a model needs beside the one its URL names (implemented by the formats layer). Names are
+    relative to the URL's directory; each comes with whether it may be absent from the server."""
+
+    def companions(self, url: str, got: Mapping[str, str | None], tokenizer: bool) -> Iterable[tuple[str, bool]]:
+        """All the files needed as far as `got` tells (name -> local path of each file fetched so far, None when
+        optional and absent; the file `url` names under `file_name(url)`). `tokenizer`: one is given separately."""
+        ...
+
+    def tokenizer_companions(self, name: str) -> Iterable[tuple[str, bool]]:
+        """The files a tokenizer file called `name` needs beside it."""
+        ...
+
+    def opens_by_content(self, path: str) -> bool:
+        """Whether the model file at `path`, alone, opens under any name (a memfd's /proc path)."""
+        ...
+
+
+class _NamedFileOnly:
+    """The layout when the caller gives none: the file the URL names, nothing beside it."""
+
+    def companions(self, url: str, got: Mapping[str, str | None], tokenizer: bool) -> Iterable[tuple[str, bool]]:
+        return ()
+
+    def tokenizer_companions(self, name: str) -> Iterable[tuple[str, bool]]:
+        return ()
+
+    def opens_by_content(self, path: str) -> bool:
+        return False
 
 
 @dataclass
@@ -106,14 +139,18 @@ class _Spec:
     optional: bool = False  # absent on the server (404/410) is fine
 
 
-def fetch_model(ref: str | Path, tokenizer: str | Path | None = None, options: FetchOptions | None = None) -> Fetched:
-    """Local paths for the model `ref` (a URL or a path), trying `options.fallbacks` in order when it fails."""
+def fetch_model(ref: str | Path, tokenizer: str | Path | None = None, options: FetchOptions | None = None,
+                layout: Layout | None = None) -> Fetched:
+    """Local paths for the model `ref` (a URL or a path), trying `options.fallbacks` in order when it fails.
+    `layout` names the files a model needs beside the one its URL names, when no catalog lists them (without
+    one, only that file is fetched)."""
     options = options or FetchOptions()
+    layout = layout or _NamedFileOnly()
     sources = [str(ref), *options.fallbacks]
     failures: list[str] = []
     for source in sources:
         try:
-            fetched = _fetch_source(source, tokenizer, options)
+            fetched = _fetch_source(source, tokenizer, options, layout)
         except NetbootError as exc:
             if len(sources) == 1:
                 raise
@@ -126,27 +163,28 @@ def fetch_model(ref: str | Path, tokenizer: str | Path | None = None, options: F
     raise NetbootError("; ".join(failures))
 
 
-def _fetch_source(source: str, tokenizer: str | Path | None, options: FetchOptions) -> Fetched:
+def _fetch_source(source: str, tokenizer: str | Path | None, options: FetchOptions, layout: Layout) -> Fetched:
     if not is_url(source):
         path = Path(source).expanduser()
         if not path.exists():
             raise NetbootError(f"model not found: {path}")
         tok = tokenizer
         if is_url(tokenizer):
-            with _Remote(options) as remote:
+            with _Remote(options, layout) as remote:
                 tok = remote.tokenizer(str(tokenizer))
                 return Fetched(path, tok, source, remote.memory, remote.scratch_dir())
         return Fetched(path, tok, source)
     check_url(source)
-    with _Remote(options) as remote:
+    with _Remote(options, layout) as remote:
         return remote.model(source, str(tokenizer) if tokenizer is not None else None)
 
 
 class _Remote:
     """One attempt at one URL source: a client, the cache (or memory), and what was fetched."""
 
-    def __init__(self, options: FetchOptions):
+    def __init__(self, options: FetchOptions, layout: Layout):
         self.options = options
+        self.layout = layout
         self.settings = options.settings()
         self.cache = None if options.no_disk else Cache(options.cache_dir)
         self.client = make_client(self.settings)
@@ -185,68 +223,71 @@ class _Remote:
         if sha and is_dir_url(url):
             raise NetbootError(f"--sha256 names one file's bytes; {shown(url)} is a directory")
         model = catalog_mod.find(catalog_mod.fetch_catalog(self.client, url), url)
-        specs_done: list[_Spec] = []
-        local = local_dir(url)
-
-        def get(spec: _Spec) -> str | None:
-            path = self.file(spec, f"{local}/{spec.rel}")
-            if path is not None:
-                specs_done.append(spec)
-            return path
-
-        tok_spec: _Spec | None = None
-        if model is not None:
-            base = dir_url(model.url)
-            local = local_dir(base)
-
-            def rel(f) -> str:  # the name under the model's directory: from its URL, else the catalog's path
-                return safe_relpath(relative_to(f.url, base) or f.path)
-
-            for f in model.files:
-                main = model.main is not None and f.url == model.main.url
-                get(_Spec(f.url, rel(f), (sha if main else None) or f.sha256, f.size))
-            main_rel = rel(model.main) if model.main is not None else ""
-            if tokenizer is None and model.tokenizer is not None:
-                t = model.tokenizer
-                if isinstance(t, str):
-                    tok_spec = _Spec(t, file_name(t))
-                elif not any(f.url == t.url for f in model.files):
-                    tok_spec = _Spec(t.url, file_name(t.url), t.sha256, t.size)
-        elif is_dir_url(url):
-            main_rel = ""
-            get(_Spec(sibling(url, "config.json"), "config.json"))
-            if tokenizer is None:
-                get(_Spec(sibling(url, "tokenizer.json"), "tokenizer.json", optional=True))
-                get(_Spec(sibling(url, "tokenizer_config.json"), "tokenizer_config.json", optional=True))
-            index = get(_Spec(sibling(url, SAFETENSORS_INDEX), SAFETENSORS_INDEX, optional=True))
-            if index is not None:
-                for shard in _shards(index, url):
-                    get(_Spec(sibling(url, shard), safe_relpath(shard)))
-            else:
-                get(_Spec(sibling(url, "model.safetensors"), "model.safetensors"))
-        else:
-            main_rel = file_name(url)
-            path = get(_Spec(url, main_rel, sha))
-            if main_rel.endswith(".safetensors"):
-                get(_Spec(sibling(url, "config.json"), "config.json"))
-                if tokenizer is None:
-                    get(_Spec(sibling(url, "tokenizer.json"), "tokenizer.json", optional=True))
-                    get(_Spec(sibling(url, "tokenizer_config.json"), "tokenizer_config.json", optional=True))
-            elif main_rel.endswith(".bin") and tokenizer is None and not (path is not None and is_gguf(path)):
-                get(_Spec(sibling(url, "tokenizer.bin"), "tokenizer.bin", optional=True))
-
+        done: list[_Spec] = []
         tok_path: Path | str | None = None
+        if model is not None:
+            local, main_rel = self._catalog_files(model, sha, done)
+            tok_spec = self._catalog_tokenizer(model) if tokenizer is None else None
+            if tok_spec is not None:
+                tok_path = self._tokenizer_spec(tok_spec)
+        else:
+            local, main_rel = self._layout_files(url, sha, tokenizer is not None, done)
         if tokenizer is not None:
             tok_path = self.tokenizer(tokenizer) if is_url(tokenizer) else tokenizer
-        elif tok_spec is not None:
-            tok_path = self._tokenizer_spec(tok_spec)
+        return self._fetched(url, local, main_rel, tok_path, done)
 
+    def _get(self, spec: _Spec, local: str, done: list[_Spec]) -> str | None:
+        path = self.file(spec, f"{local}/{spec.rel}")
+        if path is not None:
+            done.append(spec)
+        return path
+
+    def _catalog_files(self, model: catalog_mod.CatalogModel, sha: str | None, done: list[_Spec]) -> tuple[str, str]:
+        """The files the server's catalog lists for the model; its directory in the cache and its main file."""
+        base = dir_url(model.url)
+        local = local_dir(base)
+
+        def rel(f) -> str:  # the name under the model's directory: from its URL, else the catalog's path
+            return safe_relpath(relative_to(f.url, base) or f.path)
+
+        for f in model.files:
+            main = model.main is not None and f.url == model.main.url
+            self._get(_Spec(f.url, rel(f), (sha if main else None) or f.sha256, f.size), local, done)
+        return local, rel(model.main) if model.main is not None else ""
+
+    def _catalog_tokenizer(self, model: catalog_mod.CatalogModel) -> _Spec | None:
+        t = model.tokenizer
+        if isinstance(t, str):
+            return _Spec(t, file_name(t))
+        if t is not None and not any(f.url == t.url for f in model.files):
+            return _Spec(t.url, file_name(t.url), t.sha256, t.size)
+        return None
+
+    def _layout_files(self, url: str, sha: str | None, tokenizer: bool, done: list[_Spec]) -> tuple[str, str]:
+        """The file `url` names, then what the layout says the model needs beside it, asked again until it names
+        nothing new (what it needs may depend on what arrived). Its directory in the cache and its main file ("" for
+        a directory)."""
+        local = local_dir(url)
+        main_rel = "" if is_dir_url(url) else file_name(url)
+        got: dict[str, str | None] = {}
+        if main_rel:
+            got[main_rel] = self._get(_Spec(url, main_rel, sha), local, done)
+        while pending := [(n, opt) for n, opt in self.layout.companions(url, got, tokenizer) if n not in got]:
+            for name, optional in pending:
+                got[name] = self._get(_Spec(sibling(url, name), safe_relpath(name), optional=optional), local, done)
+        if not got:
+            raise NetbootError(f"{shown(url)} is a directory, and no catalog or layout names its files")
+        return local, main_rel
+
+    def _fetched(self, url: str, local: str, main_rel: str, tok_path: Path | str | None,
+                 done: list[_Spec]) -> Fetched:
         if self.cache is not None:
             path = self.cache.files / local / main_rel if main_rel else self.cache.files / local
             fetched_tok = tok_path is not None and str(tok_path).startswith(str(self.cache.root))
-            self.cache.record_model(url, path, [s.url for s in specs_done], Path(tok_path) if fetched_tok else None)
+            self.cache.record_model(url, path, [s.url for s in done], Path(tok_path) if fetched_tok else None)
             return Fetched(path, tok_path, url)
-        if main_rel and len(self.got) == 1 and tok_path is None and is_gguf(self.got[main_rel]):
+        if (main_rel and len(self.got) == 1 and tok_path is None
+                and self.layout.opens_by_content(self.got[main_rel])):
             return Fetched(Path(self.got[main_rel]), None, url, self.memory)  # /proc/<pid>/fd/N itself
         scratch = self.scratch_dir()
         path = scratch / main_rel if main_rel else scratch
@@ -258,13 +299,13 @@ class _Remote:
 
     def _tokenizer_spec(self, spec: _Spec) -> Path | str:
         local = local_dir(spec.url)
+        name = spec.rel
         if self.cache is None:
             spec.rel = f"tokenizer/{spec.rel}"
         path = self.file(spec, f"{local}/{spec.rel}")
-        if spec.rel.endswith(".json"):
-            name = "tokenizer_config.json"
-            rel = f"tokenizer/{name}" if self.cache is None else name
-            self.file(_Spec(sibling(spec.url, name), rel, optional=True), f"{local}/{name}")
+        for companion, optional in self.layout.tokenizer_companions(name):
+            rel = safe_relpath(f"tokenizer/{companion}" if self.cache is None else companion)
+            self.file(_Spec(sibling(spec.url, companion), rel, optional=optional), f"{local}/{rel}")
         if self.cache is None:
             return self.scratch_dir() / spec.rel
         return path
@@ -365,23 +406,13 @@ class _Remote:
         return path
 
 
-def _shards(index_path: str, url: str) -> list[str]:
-    try:
-        with open(index_path, "rb") as f:
-            weight_map = json.load(f).get("weight_map")
-    except (OSError, ValueError, AttributeError):
-        weight_map = None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise NetbootError(f"{shown(sibling(url, SAFETENSORS_INDEX))}: no weight_map")
-    return sorted({str(v) for v in weight_map.values()})
-
-
-def pull(url: str, tokenizer: str | None = None, options: FetchOptions | None = None) -> Fetched:
-    """Fetch into the cache (never no_disk) and return the local paths."""
+def pull(url: str, tokenizer: str | None = None, options: FetchOptions | None = None,
+         layout: Layout | None = None) -> Fetched:
+    """Fetch into the cache (never no_disk) and return the local paths; `layout` as for `fetch_model`."""
     options = options or FetchOptions()
     if options.no_disk:
         raise NetbootError("pull stores into the cache; --no-disk makes no sense with it")
-    return fetch_model(url, tokenizer, options)
+    return fetch_model(url, tokenizer, options, layout)
 
 
-__all__ = ["FetchOptions", "Fetched", "fetch_model", "pull", "dir_url"]
+__all__ = ["FetchOptions", "Fetched", "Layout", "fetch_model", "pull", "dir_url"]

@@ -4,20 +4,16 @@ again can help."""
 from __future__ import annotations
 
 import errno
-import random
 import socket
 import ssl
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from netboot.errors import NetbootError
-from netboot.remote.urls import shown
+from netboot.errors import RemoteError
+from netboot.sources.net import USER_AGENT, Settings, retriable_status
 
 if TYPE_CHECKING:
     import httpx
 
-USER_AGENT = "netboot/0.1.0"
 
 # httpcore reads a response 64 KiB at a time, and every read goes through h11's parser: on a fast link (loopback,
 # 10 GbE) that parsing, not the network, bounds a Python client to ~400 MB/s. With 1 MiB reads it keeps up with
@@ -35,24 +31,8 @@ def _tune_httpcore() -> None:
         pass
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How hard to try: `timeout` bounds connecting and any wait for data (a stalled read); a transfer that fails
-    is retried `retries` times with exponential backoff (`backoff` seconds, doubling, at most 10 s), resuming where
-    it stopped; at most `max_redirects` redirects are followed."""
-
-    timeout: float = 30.0
-    retries: int = 3
-    connections: int = 4
-    max_redirects: int = 10
-    backoff: float = 0.5
-
-    def delay(self, failures: int) -> float:
-        return min(10.0, self.backoff * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
-
-
 def make_client(settings: Settings) -> httpx.Client:
-    import httpx  # here, not at the top: layer streaming (netboot.remote.stream) does without it (16 MB)
+    import httpx  # here, not at the top: layer streaming (netboot.sources.http) does without it (16 MB)
 
     _tune_httpcore()
     pool = settings.connections + 4
@@ -66,29 +46,11 @@ def make_client(settings: Settings) -> httpx.Client:
     )
 
 
-class RemoteError(NetbootError):
-    """A network source failed. `reason` is short ("connection refused", "HTTP 404 Not Found"); `retriable` says
-    whether trying again may help; `unreachable` (set once retries are spent on a retriable failure) means the
-    server could not deliver, as opposed to delivering something wrong."""
-
-    def __init__(self, url: str, reason: str, *, retriable: bool = False, status: int | None = None):
-        super().__init__(f"{shown(url)}: {reason}")
-        self.url = url
-        self.reason = reason
-        self.retriable = retriable
-        self.unreachable = False
-        self.status = status
-
-
-class IntegrityError(RemoteError):
-    """The bytes are not the ones expected (sha256 or size): never retried, never cached."""
-
-
 def status_error(response: httpx.Response, url: str | None = None) -> RemoteError:
     code = response.status_code
     phrase = response.reason_phrase or ""
     reason = f"HTTP {code}{' ' + phrase if phrase else ''}"
-    retriable = code >= 500 or code in (408, 425, 429)
+    retriable = retriable_status(code)
     return RemoteError(url or str(response.request.url), reason, retriable=retriable, status=code)
 
 
@@ -144,5 +106,3 @@ def as_remote_error(exc: BaseException, url: str, settings: Settings) -> RemoteE
     return RemoteError(url, reason, retriable=retriable)
 
 
-def sleep_before_retry(settings: Settings, failures: int) -> None:
-    time.sleep(settings.delay(failures))

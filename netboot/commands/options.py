@@ -1,0 +1,58 @@
+"""The options shared by `netboot run`, `info` and `pull`: network, memory, and sizes as people write them
+(argparse only: building the parser must stay cheap, so nothing here imports the HTTP client)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from netboot.errors import NetbootError
+
+
+def add_network_arguments(parser: argparse.ArgumentParser, *, memory: bool = True) -> None:
+    group = parser.add_argument_group("network boot (when the model is an http:// or https:// URL)")
+    group.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help="cache root (default: $NETBOOT_CACHE or ~/.cache/netboot)")
+    group.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the model file")
+    group.add_argument("--connections", type=int, default=4, metavar="N",
+                       help="parallel ranged connections per file (default 4)")
+    group.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="give up connecting, or on a stalled read, after this long (default 30)")
+    group.add_argument("--retries", type=int, default=3, metavar="N",
+                       help="retries of a failed transfer, with exponential backoff, resuming (default 3)")
+    group.add_argument("--fallback", action="append", default=[], metavar="PATH_OR_URL",
+                       help="used when the source fails (repeatable; tried in order)")
+    shown = group.add_mutually_exclusive_group()
+    shown.add_argument("--progress", action="store_true",
+                       help="show download progress even when stderr is not a terminal")
+    shown.add_argument("--quiet", action="store_true", help="no download progress")
+    if memory:
+        group.add_argument("--no-disk", action="store_true",
+                           help="boot into memory: the model is never written to disk (no model cache; "
+                                "compiled kernels are still cached in ~/.cache/netboot/kernels)")
+
+
+def network_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for `netboot.load` / `FetchOptions` from parsed arguments."""
+    return {
+        "cache_dir": args.cache_dir, "sha256": args.sha256, "connections": args.connections,
+        "timeout": args.timeout, "retries": args.retries, "fallbacks": tuple(args.fallback),
+        "progress": "off" if args.quiet else ("on" if args.progress else "auto"),
+        "no_disk": getattr(args, "no_disk", False),
+    }
+
+
+def parse_size(text: str) -> int:
+    """"500M", "2G", "1.5GB", "300MiB", "1000" (bytes) -> bytes (K/M/G/T are powers of 1000, KiB/MiB/... of 1024)."""
+    s = text.strip().upper().replace(" ", "")
+    units = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
+             "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    num = s.rstrip("KMGTIB")
+    unit = s[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1
+    if unit not in units or value < 0:
+        raise NetbootError(f"not a size: {text!r} (e.g. 500M, 2G, 300MiB)")
+    return int(value * units[unit])

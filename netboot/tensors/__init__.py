@@ -1,0 +1,2 @@
+"""GROUND: a weight tensor as it lies in the file: GGML type ids and block sizes (`ggml`), and `QTensor`, the
+block bytes of one tensor with its shape (`qtensor`). Nothing here computes: the backends do."""
