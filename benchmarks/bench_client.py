@@ -62,11 +62,12 @@ def curl_seconds(url: str, out: Path) -> float:
 
 
 def client_seconds(url: str, cache: Path, connections: int) -> float:
+    from netboot.formats.layout import ModelLayout
     from netboot.remote.fetch import FetchOptions, pull
 
     shutil.rmtree(cache, ignore_errors=True)
     start = time.perf_counter()
-    pull(url, options=FetchOptions(cache_dir=cache, progress="off", connections=connections))
+    pull(url, options=FetchOptions(cache_dir=cache, progress="off", connections=connections), layout=ModelLayout())
     seconds = time.perf_counter() - start
     shutil.rmtree(cache)
     return seconds

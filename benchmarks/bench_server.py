@@ -32,10 +32,6 @@ from processes import free_port, start_netboot_serve, stop, wait_listening
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
-
-
-
 def start_nginx(exe: str, root: Path, tmp: Path, prefix: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     (tmp / "temp").mkdir(parents=True)
@@ -78,8 +74,6 @@ def curl_parallel(curl: list[str], url: str, n: int, size: int) -> float:
         if p.wait() != 0:
             raise SystemExit(f"curl failed on {url}")
     return n * size / (time.perf_counter() - began) / 1e6
-
-
 
 
 def main() -> int:

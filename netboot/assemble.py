@@ -8,7 +8,6 @@ from netboot.backends.base import select
 from netboot.formats import ModelFile
 from netboot.model.transformer import Model
 from netboot.placement.resident import ResidentWeights
-from netboot.placement.streamed import StreamedWeights
 from netboot.planner.plan import StagePlan
 from netboot.sources.base import ByteSource
 from netboot.sources.digests import Expected
@@ -19,6 +18,8 @@ def assemble(stage: StagePlan, file: ModelFile, source: ByteSource | None = None
     """A model whose weights are placed as `stage` says: resident views of `file`, or streamed from `source`
     (every span with a published digest in `hashes` checked on each read)."""
     if stage.streamed:
+        from netboot.placement.streamed import StreamedWeights
+
         weights = StreamedWeights(file, source, stage.residency, hashes)
     else:
         weights = ResidentWeights(file.tensors)

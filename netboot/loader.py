@@ -47,7 +47,7 @@ def resolve(ref: str | Path | None, **network: Any) -> Path:
         from netboot.formats.layout import ModelLayout
         from netboot.remote.fetch import FetchOptions, fetch_model
 
-        return fetch_model(ref, None, FetchOptions(**{**network, "no_disk": False}), ModelLayout()).path
+        return fetch_model(ref, None, FetchOptions(**{**network, "no_disk": False}), layout=ModelLayout()).path
     return Path(ref)
 
 
@@ -59,7 +59,7 @@ def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **netw
     from netboot.formats.layout import ModelLayout
     from netboot.remote.fetch import FetchOptions, fetch_model
 
-    fetched = fetch_model(ref, tokenizer, FetchOptions(**network), ModelLayout())
+    fetched = fetch_model(ref, tokenizer, FetchOptions(**network), layout=ModelLayout())
     try:
         file = open_model(fetched.path, fetched.tokenizer)
         if fetched.scratch is not None and file.tokenizer_loader is not None:
@@ -138,4 +138,3 @@ def _open_remote(url: str, tokenizer, network: dict):
     current = source.current
     hashes = span_hashes(current.catalog(), current.name) if current.kind == "network" else {}
     return source, file, hashes
-

@@ -54,3 +54,10 @@ def servers(tmp_path):
     running = Servers(tmp_path)
     yield running
     running.stop()
+
+
+def pytest_collection_modifyitems(items):
+    """A test that starts server processes (the `servers` fixture) talks over loopback: marked `network`."""
+    for item in items:
+        if "servers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.network)

@@ -4,6 +4,7 @@ down the layer order or stays within its layer, and no module imports itself bac
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import netboot
@@ -101,7 +102,7 @@ def test_the_layering_test_fails_on_an_upward_import(tmp_path, monkeypatch):
     (fake / "engine").mkdir()
     (fake / "engine" / "__init__.py").write_text("")
     (fake / "engine" / "generate.py").write_text("Generation = None\n")
-    monkeypatch.setattr(__import__(__name__), "ROOT", fake)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", fake)
     try:
         test_imports_point_down_or_within_a_layer()
     except AssertionError as e:

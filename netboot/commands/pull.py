@@ -24,6 +24,6 @@ def main(args: argparse.Namespace) -> int:
         from netboot.errors import NetbootError
 
         raise NetbootError(f"not an http(s) URL: {args.url}")
-    fetched = pull(args.url, args.tokenizer, FetchOptions(**network_options(args)), ModelLayout())
+    fetched = pull(args.url, args.tokenizer, FetchOptions(**network_options(args)), layout=ModelLayout())
     print(fetched.path)
     return 0

@@ -77,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
 
         if args.prefetch < 0:
             return fail("--prefetch must not be negative")
+
         def positions(tokenizer) -> int:  # the KV cache the run needs: its prompt and what it may generate
             return len(tokenizer.encode(args.prompt, parse_special=not args.no_special)) + args.max_tokens
 
@@ -108,5 +109,3 @@ def _print_stats(stats, load_seconds: float) -> None:
     print(f"load: {load_seconds:.2f} s | prefill: {stats.prompt_tokens} tokens, {stats.prefill_tps:.1f} tok/s | "
           f"decode: {stats.generated_tokens} tokens, {stats.decode_tps:.2f} tok/s | peak RSS: {peak_mb:.0f} MB | "
           f"stop: {stats.stop_reason}", file=sys.stderr)
-
-

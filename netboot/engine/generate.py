@@ -10,7 +10,7 @@ import numpy as np
 
 from netboot.config import PREFILL_BATCH
 from netboot.engine.sampling import Sampler, SamplingParams
-from netboot.engine.stops import _StopMatcher
+from netboot.engine.stops import StopMatcher
 from netboot.model.transformer import Model
 
 
@@ -47,7 +47,7 @@ class Generation:
     stats: GenerationStats = field(default_factory=GenerationStats)
 
     def stream(self) -> Iterator[str]:
-        stops = _StopMatcher(self.stop)
+        stops = StopMatcher(self.stop)
         decoder = self.tokenizer.stream_decoder()
         for token in self._tokens():
             text = stops.push(decoder.push(token))
@@ -105,5 +105,3 @@ class Generation:
         for start in range(0, len(ids), PREFILL_BATCH):
             logits = self.model.forward(ids[start : start + PREFILL_BATCH], cache, start)
         return logits
-
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-class _StopMatcher:
+class StopMatcher:
     """Holds back text that may be the start of a stop string; `hit` once one appears."""
 
     def __init__(self, stops: list[str]):

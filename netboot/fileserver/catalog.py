@@ -30,7 +30,7 @@ weights that netboot turns into 1 + w when it loads them.
 Spans carry two digests: sha256, and xxh3_128 (10x faster to check: a streaming client checks every span it reads on
 every token; both come from this server, so they guard against corruption on the way, not against the server).
 Digests are computed once (one pass over each file) and cached in ROOT/.netboot/hashes.json, keyed by relative path,
-size and mtime_ns, or, when the root is not writable, in `netboot.default_model.cache_dir()/server-hashes/`.
+size and mtime_ns, or, when the root is not writable, in `netboot.paths.cache_dir()/server-hashes/`.
 `Catalog.refresh()` re-stats every file on each call and re-describes only what changed, so a catalog is never
 stale, and a file that changes while it is hashed is hashed again.
 """
@@ -227,7 +227,7 @@ def render_entry(entry: dict[str, Any], base: str) -> dict[str, Any]:
 def describe(root: Path, cand: Candidate, hashes: HashCache) -> dict[str, Any]:
     """The catalog entry of one model (URLs as paths), hashing what the cache does not hold."""
     from netboot.formats import open_model
-    from netboot.formats.names import layer_byte_ranges
+    from netboot.formats.names import global_tensors, layer_byte_ranges
 
     stats = {f.rel: f for f in cand.watched}
     model = open_model(root / cand.main if cand.main else root)
@@ -255,7 +255,7 @@ def describe(root: Path, cand: Candidate, hashes: HashCache) -> dict[str, Any]:
                            "end": max(t["end"] for t in tensors), "sha256": None, "xxh3_128": None,
                            "tensors": tensors})
     globals_ = []
-    for name in sorted((n for n in model.tensors if not n.startswith("blk.")), key=lambda n: locations[n][1:3]):
+    for name in sorted((t.name for t in global_tensors(model)), key=lambda n: locations[n][1:3]):
         rel, start, end, qtype = locations[name]
         globals_.append({"name": name, "type": qtype, "file": rel, "start": start, "end": end, "sha256": None,
                          "xxh3_128": None})

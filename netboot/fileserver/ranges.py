@@ -1,5 +1,5 @@
 """Range requests and conditional requests (RFC 9110 sections 13 and 14), as pure functions of header values: no I/O,
-so every edge case is unit-tested on its own (tests/test_ranges.py).
+so every edge case is unit-tested on its own (tests/fileserver/test_ranges.py).
 
     parse_range("bytes=0-99", size)      -> [ByteRange(0, 100)]     206, Content-Range: bytes 0-99/SIZE
     parse_range("bytes=-10", 5)          -> [ByteRange(0, 5)]       a suffix longer than the file is the whole file

@@ -20,6 +20,7 @@ import numpy as np
 from netboot.config import ModelConfig, gemma3_sliding_layers
 from netboot.errors import FormatError, TruncatedHeader, UnsupportedError, shown
 from netboot.formats import GGUF_MAGIC, ModelFile
+from netboot.formats.names import EMBEDDING
 from netboot.sources.base import ByteSource, aligned_buffer
 from netboot.tensors.ggml import BLOCK_SIZES, GGMLType, type_name
 from netboot.tensors.qtensor import QTensor
@@ -228,11 +229,11 @@ def _config(path: Path, meta: dict[str, Any], tensors: dict[str, QTensor]) -> Mo
     n_kv_heads = int(key("attention.head_count_kv", n_heads))
     head_dim = int(key("attention.key_length", dim // n_heads))
     n_layers = int(key("block_count"))
-    if "token_embd.weight" not in tensors:
-        raise FormatError(f"{path}: no token_embd.weight tensor")
+    if EMBEDDING not in tensors:
+        raise FormatError(f"{path}: no {EMBEDDING} tensor")
     common = dict(
         arch=arch, n_layers=n_layers, dim=dim, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
-        ffn_dim=int(key("feed_forward_length")), vocab_size=tensors["token_embd.weight"].shape[0],
+        ffn_dim=int(key("feed_forward_length")), vocab_size=tensors[EMBEDDING].shape[0],
         context_length=int(key("context_length", 2048)), norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_base=float(key("rope.freq_base", 10000.0)), rope_freq_factors=None,
     )
@@ -279,6 +280,8 @@ def open_gguf(path: Path) -> ModelFile:
     metadata, tensors, _ = read_gguf(path)
     config = _config(path, metadata, tensors)
     return ModelFile(path, "gguf", config, tensors, _tokenizer_loader(metadata), metadata)
+
+
 HEADER_PREFIX = 1 << 20  # first guess at a GGUF header's size; grown 4x until the header fits
 
 

@@ -81,3 +81,10 @@ def layer_byte_ranges(file: ModelFile) -> list[dict[str, Any]]:
              "tensors": [{"name": t.name, "type": t.qtype.name, "start": t.offset, "end": t.offset + t.nbytes}
                          for t in span.tensors]}
             for i, span in layer_spans(file).items()]
+
+
+def global_tensors(file: ModelFile) -> list[QTensor]:
+    """The tensors outside every layer's parts (the table(s), the output norm, rope factors, and any tensor a
+    file carries that no layer reads), in the order the file lists them."""
+    in_layers = {t.name for span in layer_spans(file).values() for t in span.tensors}
+    return [t for t in file.tensors.values() if t.name not in in_layers]

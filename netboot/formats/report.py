@@ -8,7 +8,7 @@ from typing import Any
 
 from netboot.errors import NetbootError
 from netboot.formats import ModelFile
-from netboot.formats.names import layer_byte_ranges
+from netboot.formats.names import global_tensors, layer_byte_ranges
 
 
 def describe(file: ModelFile) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def describe(file: ModelFile) -> dict[str, Any]:
         "weight_bytes": sum(t.nbytes for t in tensors),
         "tensor_types": dict(Counter(t.qtype.name for t in tensors)),
         "global_tensors": [{"name": t.name, "type": t.qtype.name, "shape": list(t.shape), "start": t.offset,
-                            "end": t.offset + t.nbytes} for t in tensors if not t.name.startswith("blk.")],
+                            "end": t.offset + t.nbytes} for t in global_tensors(file)],
         "layers": layer_byte_ranges(file),
         "tokenizer": _tokenizer_summary(file),
     }

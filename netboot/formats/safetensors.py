@@ -23,6 +23,7 @@ import numpy as np
 from netboot.config import ModelConfig, gemma3_sliding_layers
 from netboot.errors import FormatError, NetbootError, UnsupportedError
 from netboot.formats import ModelFile
+from netboot.formats.names import EMBEDDING, OUTPUT, OUTPUT_NORM, expected_shapes
 from netboot.tensors.ggml import GGMLType
 from netboot.tensors.qtensor import QTensor
 
@@ -142,7 +143,7 @@ def open_safetensors(path: Path, tokenizer: str | Path | None = None) -> ModelFi
             raw[name] = (*entry, file)
 
     tensors = _canonical_tensors(raw, family)
-    if "output.weight" not in tensors and not text.get("tie_word_embeddings", family == "gemma3"):
+    if OUTPUT not in tensors and not text.get("tie_word_embeddings", family == "gemma3"):
         raise FormatError(f"{path}: no lm_head.weight, and config.json does not tie it to the embeddings")
     config = _config(config_path, text, family, tensors)
     _check_shapes(path, config, tensors)
@@ -159,12 +160,12 @@ def _canonical_name(name: str, family: str) -> str | None:
             break
     else:
         if name in ("lm_head.weight", "language_model.lm_head.weight"):
-            return "output.weight"
+            return OUTPUT
         return None
     if rest == "embed_tokens.weight":
-        return "token_embd.weight"
+        return EMBEDDING
     if rest == "norm.weight":
-        return "output_norm.weight"
+        return OUTPUT_NORM
     m = _LAYER_RE.fullmatch(rest)
     if m:
         parts = _LLAMA_LAYER_PARTS if family == "llama" else _GEMMA3_LAYER_PARTS
@@ -246,7 +247,7 @@ def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[st
             raise FormatError(f"{config_path}: missing {name}")
         return value
 
-    if "token_embd.weight" not in tensors:
+    if EMBEDDING not in tensors:
         raise FormatError(f"{config_path.parent}: no embedding tensor (model.embed_tokens.weight) in the weights")
     dim = int(key("hidden_size"))
     n_heads = int(key("num_attention_heads"))
@@ -254,7 +255,7 @@ def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[st
         n_layers=int(key("num_hidden_layers")), dim=dim, n_heads=n_heads,
         n_kv_heads=int(key("num_key_value_heads", n_heads)),
         head_dim=int(hf.get("head_dim") or dim // max(n_heads, 1)), ffn_dim=int(key("intermediate_size")),
-        vocab_size=tensors["token_embd.weight"].shape[0],
+        vocab_size=tensors[EMBEDDING].shape[0],
         context_length=int(key("max_position_embeddings", 2048)),
     )
     if min(common.values()) <= 0:
@@ -318,26 +319,15 @@ def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[st
 
 
 def _check_shapes(path: Path, c: ModelConfig, tensors: dict[str, QTensor]) -> None:
-    q, kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
-    expected = {"token_embd": (c.vocab_size, c.dim), "output_norm": (c.dim,)}
-    if "output.weight" in tensors:
-        expected["output"] = (c.vocab_size, c.dim)
-    layer = {
-        "attn_norm": (c.dim,), "attn_q": (q, c.dim), "attn_k": (kv, c.dim), "attn_v": (kv, c.dim),
-        "attn_output": (c.dim, q), "ffn_norm": (c.dim,), "ffn_gate": (c.ffn_dim, c.dim),
-        "ffn_up": (c.ffn_dim, c.dim), "ffn_down": (c.dim, c.ffn_dim),
-    }
-    if c.arch == "gemma3":
-        layer.update(attn_q_norm=(c.head_dim,), attn_k_norm=(c.head_dim,), post_attention_norm=(c.dim,),
-                     post_ffw_norm=(c.dim,))
-    for i in range(c.n_layers):
-        expected.update({f"blk.{i}.{part}": shape for part, shape in layer.items()})
+    expected = expected_shapes(c)
+    if OUTPUT in tensors:
+        expected[OUTPUT] = (c.vocab_size, c.dim)
     for name, shape in expected.items():
-        t = tensors.get(f"{name}.weight")
+        t = tensors.get(name)
         if t is None:
-            raise FormatError(f"{path}: the weights have no {name}.weight (config.json: {c.n_layers} layers)")
+            raise FormatError(f"{path}: the weights have no {name} (config.json: {c.n_layers} layers)")
         if t.shape != shape:
-            raise FormatError(f"{path}: tensor {name}.weight has shape {t.shape}, config.json implies {shape}")
+            raise FormatError(f"{path}: tensor {name} has shape {t.shape}, config.json implies {shape}")
 
 
 def _tokenizer_loader(directory: Path, tokenizer: str | Path | None, hf: dict[str, Any]):

@@ -32,8 +32,4 @@ class Residency:
     streamed_layers: tuple[int, ...] = ()
     table_resident: bool = True  # the embedding / output table(s)
     prefetch: int = 0  # streamed layers read ahead of the one computing
-    chunk_bytes: int = 2 << 20  # a streamed table's read size
-
-    @property
-    def all_resident(self) -> bool:
-        return not self.streamed_layers and self.table_resident
+    chunk_bytes: int | None = None  # a streamed table's read size (None: no table streams)

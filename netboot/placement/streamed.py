@@ -130,8 +130,8 @@ class StreamedWeights:
                 hasher.update(raw)
             return raw
 
-        return verified(read, self.hashes.get((start, start + nbytes)), f"{what} (bytes {start}-{start + nbytes - 1})",
-                        self.source.name)
+        return verified(read, self.hashes.get((start, start + nbytes)), what, self.source.name,
+                        f" (bytes {start}-{start + nbytes - 1})")
 
     @staticmethod
     def _views(span: Span, raw: np.ndarray) -> dict[str, QTensor]:
@@ -214,5 +214,3 @@ class StreamedWeights:
         self._close_stream()
         self._pool.shutdown()
         self.source.close()
-
-

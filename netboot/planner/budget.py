@@ -55,21 +55,19 @@ def kv_bytes(file: ModelFile, positions: int) -> int:
     return 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * positions
 
 
-def working_bytes(file: ModelFile, positions: int, threads: int) -> int:
+def working_bytes(file: ModelFile, positions: int, threads: int, scratch_per_thread: int = 1 << 20) -> int:
     """What a forward pass allocates beyond weights and KV cache: activations of a prompt batch (hidden states,
     q/k/v, the feed-forward's three temporaries, attention scores), the dequantization scratch of each thread, the
     logits and their sampling copy."""
-    from netboot.backends.cpu.kernels import CHUNK_ELEMS
-
     c = file.config
     t = min(positions, PREFILL_BATCH)
     activations = t * (8 * c.dim + 4 * c.ffn_dim + 3 * c.n_heads * c.head_dim + c.n_heads * positions) * 4
-    scratch = threads * CHUNK_ELEMS * 4
+    scratch = threads * scratch_per_thread
     return WORKING_BASE + activations + scratch + 2 * c.vocab_size * 4
 
 
 def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int, process: int, started: int | None = None,
-                threads: int = 1, compiled: bool = False) -> MemoryPlan:
+                threads: int = 1, compiled: bool = False, scratch_per_thread: int = 1 << 20) -> MemoryPlan:
     """What stays resident and what streams under `budget` bytes of peak RSS, for a run of up to `positions`
     tokens. First the table's read size (the largest of CHUNK_SIZES that fits), then layers kept resident (each
     one saves its bytes on every token), then the embedding table. `compiled`: this process compiled the kernels
@@ -87,7 +85,7 @@ def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int, pro
     n = file.config.n_layers
     prefetch = max(0, min(prefetch, n - 1))
     kv = kv_bytes(file, positions)
-    working = working_bytes(file, positions, threads)
+    working = working_bytes(file, positions, threads, scratch_per_thread)
     largest = max(s.nbytes for s in spans.values())
 
     def buffers_for(layer_buffers: int, chunk_bytes: int) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netboot.config import PREFILL_BATCH
 from netboot.formats import ModelFile
 from netboot.placement.base import Residency
 from netboot.planner.budget import MemoryPlan, plan_memory
@@ -20,7 +19,6 @@ from netboot.planner.resources import Resources
 class RunLimits:
     positions: int = 512  # the most tokens a sequence holds (prompt + generated)
     prefetch: int = 1  # streamed layers read ahead
-    prefill_batch: int = PREFILL_BATCH
 
 
 @dataclass(frozen=True)
@@ -51,6 +49,6 @@ def plan(file: ModelFile, resources: Resources, limits: RunLimits = RunLimits())
         stage = StagePlan("local", "cpu", range(n), Residency(tuple(range(n))), fused_decode=True, streamed=False)
         return Plan((stage,), limits)
     memory = plan_memory(file, resources.memory_budget, limits.positions, limits.prefetch, resources.process_bytes,
-                         resources.process_peak, resources.threads, resources.compiled)
+                         resources.process_peak, resources.threads, resources.compiled, resources.scratch_per_thread)
     stage = StagePlan("local", "cpu", range(n), memory.residency, fused_decode=False, streamed=True)
     return Plan((stage,), limits, memory)

@@ -13,6 +13,7 @@ class Resources:
     process_bytes: int = 0  # resident now: interpreter, libraries, kernels, tokenizer
     process_peak: int = 0  # the most the process held so far (loading kernels can pass the budget)
     threads: int = 1
+    scratch_per_thread: int = 1 << 20  # a prompt product's dequantization scratch, per thread
     compiled: bool = False  # this process compiled the kernels (nothing was cached): that takes more memory
 
     @classmethod
@@ -20,4 +21,5 @@ class Resources:
         from netboot import memory
         from netboot.backends.cpu import kernels
 
-        return cls(memory_budget, memory.rss(), memory.peak_rss(), kernels.thread_count(), compiled)
+        return cls(memory_budget, memory.rss(), memory.peak_rss(), kernels.thread_count(), kernels.CHUNK_ELEMS * 4,
+                   compiled)

@@ -7,7 +7,7 @@
     ROOT/index.json                 URL -> sha256, size, ETag, Last-Modified, name, local path, fetched, last used
     ROOT/tmp/                       downloads in progress: <key>.part, its resume state <key>.part.json, <key>.lock
 
-ROOT is `netboot.default_model.cache_dir()` (~/.cache/netboot, or $NETBOOT_CACHE) unless --cache-dir says otherwise;
+ROOT is `netboot.paths.cache_dir()` (~/.cache/netboot, or $NETBOOT_CACHE) unless --cache-dir says otherwise;
 its `models/` (the packaged default model) is not this module's. A download lands in tmp/ and is renamed into
 blobs/ only once complete and verified, so a crash never leaves a corrupt model where a boot would use it. The index
 is rewritten whole (write then rename) under an flock; a download holds its own flock so that two processes never
@@ -331,5 +331,3 @@ class Cache:
                         removed += 1
                         p.unlink(missing_ok=True)
         return removed, freed
-
-

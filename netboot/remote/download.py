@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from netboot.errors import IntegrityError, RemoteError, RestartTransfer, TransferAborted, shown
+from netboot.errors import IntegrityError, RemoteError, RestartTransfer, TransferAborted
 from netboot.remote.hasher import Hasher
 from netboot.remote.http import as_remote_error, status_error
 from netboot.remote.progress import Progress
@@ -388,7 +388,3 @@ class _Piece:
 
     def __init__(self, pos: int, end: int | None):
         self.pos, self.end = pos, end
-
-
-def describe_outcome(url: str, outcome: Outcome) -> str:
-    return f"{shown(url)}: {outcome.size} bytes, sha256 {outcome.sha256}"

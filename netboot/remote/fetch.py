@@ -61,22 +61,9 @@ class Layout(Protocol):
         ...
 
 
-class _NamedFileOnly:
-    """The layout when the caller gives none: the file the URL names, nothing beside it."""
-
-    def companions(self, url: str, got: Mapping[str, str | None], tokenizer: bool) -> Iterable[tuple[str, bool]]:
-        return ()
-
-    def tokenizer_companions(self, name: str) -> Iterable[tuple[str, bool]]:
-        return ()
-
-    def opens_by_content(self, path: str) -> bool:
-        return False
-
-
 @dataclass
 class FetchOptions:
-    """cache_dir: the cache root (default `netboot.default_model.cache_dir()`); sha256: the model file's expected
+    """cache_dir: the cache root (default `netboot.paths.cache_dir()`); sha256: the model file's expected
     digest; connections: parallel ranged connections per file; timeout: seconds to connect, and the longest wait for
     data; retries: retries of a failed transfer (with backoff); progress: "auto" | "on" | "off"; no_disk: fetch into
     memory, write nothing; fallbacks: paths or URLs tried in order when the source fails."""
@@ -139,13 +126,11 @@ class _Spec:
     optional: bool = False  # absent on the server (404/410) is fine
 
 
-def fetch_model(ref: str | Path, tokenizer: str | Path | None = None, options: FetchOptions | None = None,
-                layout: Layout | None = None) -> Fetched:
+def fetch_model(ref: str | Path, tokenizer: str | Path | None = None, options: FetchOptions | None = None, *,
+                layout: Layout) -> Fetched:
     """Local paths for the model `ref` (a URL or a path), trying `options.fallbacks` in order when it fails.
-    `layout` names the files a model needs beside the one its URL names, when no catalog lists them (without
-    one, only that file is fetched)."""
+    `layout` names the files a model needs beside the one its URL names, when no catalog lists them."""
     options = options or FetchOptions()
-    layout = layout or _NamedFileOnly()
     sources = [str(ref), *options.fallbacks]
     failures: list[str] = []
     for source in sources:
@@ -357,6 +342,7 @@ class _Remote:
         cache = self.cache
         if spec.sha256 and cache.has_blob(spec.sha256, spec.size):
             return str(self._hit(spec, target, cache.entry(spec.url), spec.sha256))
+
         def waiting() -> None:
             if self._progress(spec).kind != "off":
                 note(f"waiting for another netboot process downloading {shown(spec.url)}")
@@ -406,13 +392,12 @@ class _Remote:
         return path
 
 
-def pull(url: str, tokenizer: str | None = None, options: FetchOptions | None = None,
-         layout: Layout | None = None) -> Fetched:
+def pull(url: str, tokenizer: str | None = None, options: FetchOptions | None = None, *, layout: Layout) -> Fetched:
     """Fetch into the cache (never no_disk) and return the local paths; `layout` as for `fetch_model`."""
     options = options or FetchOptions()
     if options.no_disk:
         raise NetbootError("pull stores into the cache; --no-disk makes no sense with it")
-    return fetch_model(url, tokenizer, options, layout)
+    return fetch_model(url, tokenizer, options, layout=layout)
 
 
 __all__ = ["FetchOptions", "Fetched", "Layout", "fetch_model", "pull", "dir_url"]

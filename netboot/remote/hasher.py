@@ -71,4 +71,3 @@ class Hasher:
         with self._cond:
             self._stop = True
             self._cond.notify()
-

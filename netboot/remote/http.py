@@ -104,5 +104,3 @@ def as_remote_error(exc: BaseException, url: str, settings: Settings) -> RemoteE
         return exc
     reason, retriable = describe(exc, settings)
     return RemoteError(url, reason, retriable=retriable)
-
-

@@ -164,4 +164,3 @@ class MemorySink(Sink):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-

@@ -24,10 +24,11 @@ def new_digest(name: str) -> Any:
     return SPAN_DIGESTS[name]()
 
 
-def verified(read: Callable[[int, Any], T], expected: Expected | None, what: str, source: str) -> T:
+def verified(read: Callable[[int, Any], T], expected: Expected | None, what: str, source: str, where: str = "") -> T:
     """`read(attempt, hasher)` reads the bytes (feeding them to `hasher` when one is given) and returns what it
     made of them. With an `expected` digest the bytes must match it: a mismatch is noted and read again once,
-    and a second one is an IntegrityError. Without one, the first read is taken as it is."""
+    and a second one is an IntegrityError (naming `what`, then `where` in the file). Without one, the first read is
+    taken as it is."""
     for attempt in range(2):
         hasher = new_digest(expected[0]) if expected else None
         result = read(attempt, hasher)
@@ -35,5 +36,5 @@ def verified(read: Callable[[int, Any], T], expected: Expected | None, what: str
             return result
         if attempt == 0:
             note(f"{what} from {source} does not match its {expected[0]}; reading it again")
-    raise IntegrityError(source, f"{what} does not match the {expected[0]} the server published, read twice: the "
-                                 "server sends corrupt data")
+    raise IntegrityError(source, f"{what}{where} does not match the {expected[0]} the server published, read twice: "
+                                 "the server sends corrupt data")

@@ -170,7 +170,7 @@ class HttpSource:
 
     def _check(self, response: http.client.HTTPResponse, offset: int, length: int, probe: bool) -> int:
         header = response.getheader("content-range") or ""
-        parsed = parse_content_range(header)
+        parsed = parse_content_range(header, consistent=False)
         if parsed is None:
             raise RemoteError(self.name, f"206 without a usable Content-Range ({header!r})")
         start, end, size = parsed
@@ -265,5 +265,3 @@ def _reason(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, ssl.SSLError):
         return f"TLS error ({exc.reason or exc})"
     return str(exc) or type(exc).__name__
-
-

@@ -36,18 +36,17 @@ def sleep_before_retry(settings: Settings, failures: int) -> None:
     time.sleep(settings.delay(failures))
 
 
-
 def retriable_status(code: int) -> bool:
     """An HTTP status that another try may cure: a server error, a timeout, too many requests."""
     return code >= 500 or code in (408, 425, 429)
 
 
-def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
-    """(first, last, total) of a `Content-Range: bytes first-last/total`; None when it is absent, unknown (`*`) or
-    inconsistent."""
+def parse_content_range(value: str | None, consistent: bool = True) -> tuple[int, int, int] | None:
+    """(first, last, total) of a `Content-Range: bytes first-last/total`; None when it is absent, unknown (`*`) or,
+    with `consistent`, when first <= last < total does not hold (the range streamer compares the three numbers with
+    what it asked for instead, to say what the server sent)."""
     m = _CONTENT_RANGE.match(value or "")
     if not m or m.group(3) == "*":
         return None
     first, last, total = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    return (first, last, total) if first <= last < total else None
-
+    return (first, last, total) if not consistent or first <= last < total else None

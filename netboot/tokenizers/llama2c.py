@@ -136,4 +136,3 @@ class Llama2cTokenizer:
 
     def stream_decoder(self) -> StreamDecoder:
         return ByteStreamDecoder(self._render)
-

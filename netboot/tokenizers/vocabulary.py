@@ -79,4 +79,3 @@ class Vocabulary(Sequence[str]):
 
     def __contains__(self, text: object) -> bool:
         return isinstance(text, str) and self.get(text) is not None
-

@@ -93,6 +93,7 @@ def test_bad_sampling_arguments(default_model_path):
     assert_one_line_error(netboot("run", str(default_model_path), "-p", "hi", "--threads", "0"), "--threads")
 
 
+@pytest.mark.slow
 def test_info_reports_layer_byte_ranges_as_gguf_reader_sees_them(default_model_path):
     import gguf
 

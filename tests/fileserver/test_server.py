@@ -24,6 +24,8 @@ import pytest
 import xxhash
 from support.servers import connect, need_tool, raw_request, read_until_close, serving, split_response
 
+pytestmark = pytest.mark.network  # real server processes on loopback
+
 ENTRY_KEYS = {"name", "url", "format", "architecture", "n_layers", "size", "sha256", "files", "tokenizer", "layers",
               "globals"}
 FILE_KEYS = {"path", "url", "size", "sha256", "etag"}
@@ -485,6 +487,7 @@ def test_access_log_is_one_json_line_per_request(server):
 # -- load -----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fifty_concurrent_downloads_verified_with_small_server_memory(server, tree, default_model_path):
     curl = need_tool("curl")
     name = default_model_path.name

@@ -32,6 +32,7 @@ def reference(default_model_path):
     return gguf.GGUFReader(str(default_model_path))
 
 
+@pytest.mark.slow
 def test_metadata_equals_gguf_readers(default_model_path, reference):
     ours, _, _ = read_gguf(default_model_path)
     expected = reference_metadata(reference)

@@ -315,6 +315,7 @@ def big_run(path: Path, budget: str, prefetch: int = 1) -> dict:
     return report
 
 
+@pytest.mark.slow
 def test_a_2_gb_model_runs_under_512_mb(big_llama):
     resident = big_run(big_llama, "resident")
     streamed = big_run(big_llama, str(512 * MB))

@@ -29,6 +29,8 @@ from support.serverprocs import (
     wait_for,
 )
 
+pytestmark = pytest.mark.network  # real server processes on loopback
+
 MiB = 1 << 20
 
 
@@ -282,6 +284,7 @@ def test_redirects_are_followed_and_bounded(tmp_path, servers):
 
 
 def test_fifty_concurrent_downloads_all_verified(tmp_path, servers):
+    from netboot.formats.layout import ModelLayout
     from netboot.remote.fetch import FetchOptions, pull
 
     blob = random_file(tmp_path / "www" / "m.gguf", 6 * MiB, seed=12)
@@ -294,7 +297,8 @@ def test_fifty_concurrent_downloads_all_verified(tmp_path, servers):
     def one(i: int) -> None:
         try:
             cache = tmp_path / ("shared" if i >= 40 else f"c{i}")
-            results[i] = str(pull(url, options=FetchOptions(cache_dir=cache, progress="off", timeout=20)).path)
+            options = FetchOptions(cache_dir=cache, progress="off", timeout=20)
+            results[i] = str(pull(url, options=options, layout=ModelLayout()).path)
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
@@ -442,6 +446,7 @@ def test_python_api_loads_urls(tmp_path, servers, gguf_file):
     assert str(netboot.loader.resolve(url, cache_dir=tmp_path / "cache")).startswith(str(tmp_path / "cache"))
 
 
+@pytest.mark.slow
 def test_no_disk_boot_writes_nothing(tmp_path, servers, llama2c_dir, gguf_file):
     home = tmp_path / "home"
     home.mkdir()

@@ -104,5 +104,3 @@ def set_threads(n: int) -> int:
     _threads = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(_threads)
     return _threads
-
-

@@ -56,7 +56,7 @@ def rope(x, positions, inv_freq, halves):
 
 # e^x as ln 2 * n + r, |r| <= ln 2 / 2: 2^n from the exponent bits, e^r from its Taylor series to r^7 (truncation
 # < 6e-9 relative). ln 2 in two parts (Cody and Waite) keeps r accurate for large n. Measured: within 3e-7 of e^x
-# relative (about 2 float32 steps; tests/test_kernels.py).
+# relative (about 2 float32 steps; tests/backends/test_kernels.py).
 _LN2_HI, _LN2_LO = F32(0.693145751953125), F32(1.428606765330187e-06)
 _INV_LN2 = F32(1.0 / math.log(2.0))
 _TAYLOR = tuple(F32(1.0 / math.factorial(k)) for k in range(8))

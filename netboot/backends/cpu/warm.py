@@ -23,7 +23,7 @@ def warm(decode_layer: bool = True) -> bool:
         ones, cache = np.ones(32, np.float32), np.zeros((1, 2, 32), np.float32)
         shape = fused.LayerShape((1, 1, 32), (True, True, True, True), 1e-6, 1.0)
         fused.run_layer(shape, np.ones((1, 32), np.float32), [(row, GGMLType.Q8_0)] * len(fused.PRODUCTS),
-                         [ones] * len(fused.NORMS), cache, cache.copy(), 0, 0, 0.0, np.ones(16))
+                        [ones] * len(fused.NORMS), cache, cache.copy(), 0, 0, 0.0, np.ones(16))
         memory.release_library_code(jit.LLVM_LIBRARY)  # the largest load: released before the next adds to it
         kernels.append(fused._layer)
     # What prompts and the output projection call from Python.
