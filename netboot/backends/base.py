@@ -8,7 +8,7 @@ matrices are `Matrix`es (`netboot.tensors.matrix`): a backend computes on their 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from netboot.tensors.qtensor import QTensor
 
 
+@runtime_checkable
 class Backend(Protocol):
     name: str  # "cpu"
     fused_decode: bool  # whether fused_layer may be called

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from netboot.tensors.matrix import Matrix
 from netboot.tensors.qtensor import QTensor
 
 
+@runtime_checkable
 class Weights(Protocol):
     def layer(self, i: int) -> Mapping[str, QTensor]:
         """Layer i's tensors by part name ("attn_q", ...); a streamed layer's are valid until layer i + prefetch

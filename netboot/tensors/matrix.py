@@ -5,7 +5,7 @@ these two calls, and never asks which kind it holds."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from netboot.tensors.qtensor import QTensor
 
 
+@runtime_checkable
 class Matrix(Protocol):
     name: str
     qtype: GGMLType
