@@ -1,13 +1,16 @@
 """The `netboot` command. stdout carries only generated text (or a command's report); everything else goes to
-stderr. Each subcommand lives in `netboot.commands.<name>`; this module sets the thread counts (before numpy and
-numba load) and turns every `NetbootError` into one line and exit status 1."""
+stderr. Each subcommand lives in `netboot.commands.<name>`; this module checks --threads and sets the thread counts
+(before numpy and numba load), runs the command's `check` of its other flags (before anything loads), and turns every
+`NetbootError` into one line and exit status 1."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from netboot.commands import build_parser, fail
+from netboot.commands import Limit, build_parser, fail
+from netboot.errors import NetbootError
 
 
 def available_cores() -> int:
@@ -15,20 +18,33 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+THREADS_PER_CORE = 4  # more only oversubscribes, and OpenMP fails (or crashes) creating tens of thousands
+
+
+def thread_limit() -> Limit:
+    cores = os.cpu_count() or 1
+    return Limit("--threads", 1, THREADS_PER_CORE * cores,
+                 why=f"at most {THREADS_PER_CORE} per core, and this machine has {cores}")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Check --threads and hand it to numba and OpenMP: before numpy and numba load."""
+    if args.threads is None:
+        args.threads = available_cores()
+    thread_limit().check(args.threads)
+    # BLAS gets one thread: netboot runs its products on its own threads (see netboot.backends.cpu.kernels), and
+    # idle BLAS threads spinning would take the cores from them.
+    os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(args, "threads"):
-        if args.threads is None:
-            args.threads = available_cores()
-        if args.threads < 1:
-            return fail("--threads must be at least 1")
-        # Must be set before numpy and numba load. BLAS gets one thread: netboot runs its products on its own
-        # threads (see netboot.backends.cpu.kernels), and idle BLAS threads spinning would take the cores from them.
-        os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
-        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-    from netboot.errors import NetbootError
-
     try:
+        if hasattr(args, "threads"):
+            set_threads(args)
+        if hasattr(args, "check"):
+            args.check(args)
         return args.handler(args)
     except NetbootError as e:
         return fail(str(e))
@@ -37,5 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except (OSError, MemoryError) as e:
-        return fail(str(e))
+    except MemoryError as e:
+        return fail(f"out of memory{': ' + str(e) if str(e) else ''} (a smaller model, or --max-memory, may fit)")
+    except OSError as e:
+        return fail(str(e) or type(e).__name__)

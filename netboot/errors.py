@@ -12,6 +12,9 @@ The interfaces turn a `NetbootError` into one line, `netboot: error: ...`, and e
           +-- IntegrityError     bytes that are not the ones expected (sha256, size, span digest): never retried
           +-- RangeNotSupported  a server that answers a Range request with the whole file
 
+`clipped(value)` is how a message quotes a value read from a file: its repr, cut to a few dozen characters, so a
+corrupt header never pours its raw bytes into an error line.
+
 Signals that never reach the user, caught by the caller of what raised them:
 
     Unsatisfiable                a Range header the file server answers with 416
@@ -99,3 +102,16 @@ class RestartTransfer(Exception):
 
 class TransferAborted(Exception):
     """Stop this piece of a parallel download: another one failed."""
+
+
+CLIP = 60  # characters of a quoted value a message shows
+
+
+def clipped(value: object, limit: int = CLIP) -> str:
+    """`repr(value)` cut to `limit` characters (then "..."): how messages quote what a file holds."""
+    if isinstance(value, (bytes, str)) and len(value) > limit:
+        return repr(value[:limit])[:limit] + "..."  # never the repr of all of a 300 MB string
+    if isinstance(value, (list, tuple, dict)) and len(value) > limit:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from netboot.assemble import assemble
-from netboot.errors import NetbootError
+from netboot.errors import IntegrityError, NetbootError, note, shown
 from netboot.formats import ModelFile, open_model
 from netboot.model.transformer import Model
 from netboot.planner.plan import Plan, RunLimits
@@ -126,15 +126,51 @@ def _open_remote(url: str, tokenizer, network: dict):
     from netboot.formats.gguf import open_gguf_header
     from netboot.remote.catalog import span_hashes
     from netboot.sources.fallback import FallbackSource
-    from netboot.sources.net import Settings
+    from netboot.sources.net import Settings, resolve_token
 
     if tokenizer is not None:
         raise NetbootError("--tokenizer with a streamed URL is not supported: a GGUF carries its tokenizer")
-    settings = Settings(timeout=float(network.get("timeout", 30.0)), retries=int(network.get("retries", 3)))
-    if not settings.timeout > 0 or settings.retries < 0:
-        raise NetbootError("--timeout must be positive and --retries must not be negative")
+    settings = Settings(timeout=float(network.get("timeout", 10.0)), retries=int(network.get("retries", 3)),
+                        min_rate=float(network.get("min_rate", 1000.0)), token=resolve_token(network.get("token")))
     source = FallbackSource([url, *network.get("fallbacks", ())], settings)
     file = open_gguf_header(source)
     current = source.current
-    hashes = span_hashes(current.catalog(), current.name) if current.kind == "network" else {}
+    if current.kind != "network":
+        _check_local_sha256(current.name, network.get("sha256"))
+        return source, file, {}
+    entries = current.catalog()
+    hashes = span_hashes(entries, current.name)
+    _check_streamed_sha256(current.name, entries, bool(hashes), network.get("sha256"))
+    if not hashes:
+        note(f"{shown(current.name)}: the server publishes no digests of the layers (no netboot catalog): "
+             "streaming unverified")
     return source, file, hashes
+
+
+def _check_streamed_sha256(url: str, entries: list[dict] | None, spans: bool, sha256: str | None) -> None:
+    """--sha256 when streaming: it must be the sha256 the server's catalog gives for the file, whose span digests
+    (`spans`: published) then check every read; where no catalog gives both, nothing could prove the bytes are those
+    of that sha256, so the run is refused."""
+    from netboot.remote.catalog import file_sha256
+
+    if sha256 is None:
+        return
+    want = sha256.lower()
+    listed = file_sha256(entries, url)
+    if listed is None or not spans:
+        raise NetbootError(f"--sha256 cannot be checked while streaming {shown(url)}: the server publishes no "
+                           "catalog with its sha256 and its layers' digests (netboot serve does); download it "
+                           "instead (without --max-memory, or netboot pull URL)")
+    if listed != want:
+        raise IntegrityError(url, f"sha256 mismatch: --sha256 is {want}, the server's catalog says {listed}")
+
+
+def _check_local_sha256(path: str, sha256: str | None) -> None:
+    if sha256 is None:
+        return
+    import hashlib
+
+    with open(path, "rb") as f:
+        got = hashlib.file_digest(f, "sha256").hexdigest()
+    if got != sha256.lower():
+        raise IntegrityError(path, f"sha256 mismatch: expected {sha256.lower()}, got {got}")

@@ -46,6 +46,35 @@ def compiled_kernels() -> None:
         print(f"\ncompiled netboot's kernels in {time.perf_counter() - start:.0f} s")
 
 
+BIG_FILE = 16 << 20  # bytes: a file this large left in a test's temporary directory is deleted after it
+
+
+def remove_big_files(root: Path) -> None:
+    """Delete the large regular files under `root` (models copied or written by tests): pytest keeps the last
+    three sessions' temporary directories, which would otherwise hold gigabytes."""
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_size >= BIG_FILE:
+                path.unlink()
+        except OSError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def big_files_go(request):
+    """After each test that has a tmp_path, its large files go (module-scoped ones at the end of the session)."""
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp is not None:
+        remove_big_files(tmp)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def big_files_go_at_the_end(tmp_path_factory):
+    yield
+    remove_big_files(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture
 def servers(tmp_path):
     """Server processes on 127.0.0.1 (tests/support/serverprocs.py), all stopped after the test."""

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from netboot.commands import Limit, check_limits, flag_size
+
+LIMITS = {"older_than": Limit("--older-than", 0)}
+
 
 def add_parser(sub) -> None:
     cache = sub.add_parser("cache", help="list, remove or prune the models fetched over HTTP")
@@ -22,17 +26,25 @@ def add_parser(sub) -> None:
                        help="remove what was not used in this many days")
     for p in (actions.choices["ls"], rm, prune):
         p.add_argument("--cache-dir", default=argparse.SUPPRESS, metavar="DIR", help=argparse.SUPPRESS)
-    cache.set_defaults(handler=main)
+    cache.set_defaults(handler=main, check=check)
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def check(args: argparse.Namespace) -> None:
+    """prune's --older-than and --max-size, before the cache is touched."""
+    if args.action == "prune":
+        check_limits(args, LIMITS)
+        if args.max_size is not None:
+            flag_size("--max-size", args.max_size)
+
+
 def main(args: argparse.Namespace) -> int:
-    from netboot.commands.options import parse_size
     from netboot.remote.cache import Cache
 
+    check(args)
     cache = Cache(args.cache_dir)
     if args.action == "ls":
         rows = cache.listing()
@@ -53,11 +65,7 @@ def main(args: argparse.Namespace) -> int:
         for url in cache.remove(args.target):
             print(f"removed {url}")
         return 0
-    if args.older_than is not None and args.older_than < 0:
-        from netboot.errors import NetbootError
-
-        raise NetbootError("--older-than must not be negative")
-    max_size = parse_size(args.max_size) if args.max_size is not None else None
+    max_size = flag_size("--max-size", args.max_size) if args.max_size is not None else None
     removed, freed = cache.prune(max_size=max_size, older_than_days=args.older_than)
     print(f"pruned {removed} file(s), {_mb(freed)} freed")
     return 0

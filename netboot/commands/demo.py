@@ -11,11 +11,18 @@ import tempfile
 import threading
 import time
 
+from netboot.commands import Limit, check_limits
+from netboot.commands.run import MAX_TOKENS
 from netboot.errors import NetbootError
 
 DEFAULT_PROMPT = "The capital of France is"
 BANNER = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+)")
 START_TIMEOUT = 60.0
+LIMITS = {
+    "max_tokens": Limit("-n/--max-tokens", 0, MAX_TOKENS),
+    "temperature": Limit("--temperature", 0),
+    "port": Limit("--port", 0, 65535),
+}
 
 
 def add_parser(sub) -> None:
@@ -24,10 +31,15 @@ def add_parser(sub) -> None:
     demo.add_argument("-n", "--max-tokens", type=int, default=48)
     demo.add_argument("--temperature", type=float, default=0.0, help="default 0 (greedy)")
     demo.add_argument("--port", type=int, default=0, help="server port (default: any free port)")
-    demo.set_defaults(handler=main)
+    demo.set_defaults(handler=main, check=check)
+
+
+def check(args: argparse.Namespace) -> None:
+    check_limits(args, LIMITS)
 
 
 def main(args: argparse.Namespace) -> int:
+    check(args)
     from netboot.commands import build_parser, run
     from netboot.default_model import default_model_path
 

@@ -16,10 +16,17 @@ def add_network_arguments(parser: argparse.ArgumentParser, *, memory: bool = Tru
     group.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the model file")
     group.add_argument("--connections", type=int, default=4, metavar="N",
                        help="parallel ranged connections per file (default 4)")
-    group.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                       help="give up connecting, or on a stalled read, after this long (default 30)")
+    group.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="give up connecting, or on a stalled read, after this long; a transfer that makes no "
+                            "progress for 3 times this long is given up, retries left or not (default 10)")
+    group.add_argument("--min-rate", type=float, default=1000.0, metavar="BYTES_PER_S",
+                       help="a transfer slower than this over --timeout seconds is stalled: retried, resumed, then "
+                            "reported (default 1000; 0: no minimum)")
     group.add_argument("--retries", type=int, default=3, metavar="N",
                        help="retries of a failed transfer, with exponential backoff, resuming (default 3)")
+    group.add_argument("--token", default=None, metavar="TOKEN",
+                       help="send 'Authorization: Bearer TOKEN' to the server (netboot serve --token); "
+                            "default: $NETBOOT_TOKEN, else none")
     group.add_argument("--fallback", action="append", default=[], metavar="PATH_OR_URL",
                        help="used when the source fails (repeatable; tried in order)")
     shown = group.add_mutually_exclusive_group()
@@ -36,9 +43,9 @@ def network_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for `netboot.load` / `FetchOptions` from parsed arguments."""
     return {
         "cache_dir": args.cache_dir, "sha256": args.sha256, "connections": args.connections,
-        "timeout": args.timeout, "retries": args.retries, "fallbacks": tuple(args.fallback),
+        "timeout": args.timeout, "min_rate": args.min_rate, "retries": args.retries, "fallbacks": tuple(args.fallback),
         "progress": "off" if args.quiet else ("on" if args.progress else "auto"),
-        "no_disk": getattr(args, "no_disk", False),
+        "no_disk": getattr(args, "no_disk", False), "token": args.token,
     }
 
 

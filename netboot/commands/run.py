@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from netboot.commands import fail
+from netboot.commands import Limit, check_limits, flag_size
 from netboot.commands.options import add_network_arguments, network_options
 
 
@@ -38,27 +38,34 @@ def add_parser(sub) -> None:
     run.add_argument("--explain", action="store_true",
                      help="print where each layer's weights come from and the memory accounting, to stderr")
     add_network_arguments(run)
-    run.set_defaults(handler=main)
+    run.set_defaults(handler=main, check=check)
 
 
-def _validate_sampling(args) -> str | None:
-    if args.max_tokens < 0:
-        return "-n/--max-tokens must not be negative"
-    if args.temperature < 0:
-        return "--temperature must not be negative"
-    if not 0.0 < args.top_p <= 1.0:
-        return "--top-p must be in (0, 1]"
-    if not 0.0 <= args.min_p <= 1.0:
-        return "--min-p must be in [0, 1]"
-    if args.repeat_penalty <= 0:
-        return "--repeat-penalty must be positive"
-    return None
+MAX_TOKENS = 1 << 20  # beyond any context length netboot runs
+SEED_MAX = 2**32 - 1  # llama.cpp's seeds are 32-bit too
+
+LIMITS = {
+    "max_tokens": Limit("-n/--max-tokens", 0, MAX_TOKENS),
+    "temperature": Limit("--temperature", 0),
+    "top_k": Limit("--top-k", 0),
+    "top_p": Limit("--top-p", 0, 1, above=True),
+    "min_p": Limit("--min-p", 0, 1),
+    "repeat_penalty": Limit("--repeat-penalty", 0, above=True),
+    "repeat_last_n": Limit("--repeat-last-n", 0, MAX_TOKENS),
+    "seed": Limit("--seed", 0, SEED_MAX),
+    "prefetch": Limit("--prefetch", 0),
+}
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every number and size on the command line, before anything loads (NetbootError naming the flag)."""
+    check_limits(args, LIMITS)
+    if args.max_memory is not None:
+        flag_size("--max-memory", args.max_memory, positive=True)
 
 
 def main(args: argparse.Namespace) -> int:
-    problem = _validate_sampling(args)
-    if problem:
-        return fail(problem)
+    check(args)
     if args.max_memory is not None:
         from netboot.memory import lean_start
 
@@ -73,15 +80,11 @@ def main(args: argparse.Namespace) -> int:
 
     memory = {}
     if args.max_memory is not None:
-        from netboot.commands.options import parse_size
-
-        if args.prefetch < 0:
-            return fail("--prefetch must not be negative")
-
         def positions(tokenizer) -> int:  # the KV cache the run needs: its prompt and what it may generate
             return len(tokenizer.encode(args.prompt, parse_special=not args.no_special)) + args.max_tokens
 
-        memory = {"max_memory": parse_size(args.max_memory), "positions": positions, "prefetch": args.prefetch}
+        budget = flag_size("--max-memory", args.max_memory, positive=True)
+        memory = {"max_memory": budget, "positions": positions, "prefetch": args.prefetch}
     start = time.perf_counter()
     loaded = load(args.model, args.tokenizer, **memory, **network_options(args))
     if args.explain:

@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
                             "previous response; idle keep-alive connections close after it too (default 10)")
     serve.add_argument("--send-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="close a connection whose client takes no data for this long (default 60)")
+    serve.add_argument("--max-connections", type=int, default=None, metavar="N",
+                       help="connections open at once; more are answered 503 and closed (default: from the "
+                            "descriptor limit, ulimit -n: half of what it leaves, at most 1024)")
     serve.set_defaults(handler=main)
 
 
@@ -41,12 +44,14 @@ def main(args: argparse.Namespace) -> int:
         raise NetbootError(f"--port must be between 0 and 65535, not {args.port}")
     if not (args.request_timeout > 0 and args.send_timeout > 0):
         raise NetbootError("--request-timeout and --send-timeout must be positive")
+    if args.max_connections is not None and args.max_connections < 1:
+        raise NetbootError(f"--max-connections must be at least 1, not {args.max_connections}")
     if args.token is not None and not args.token:
         raise NetbootError("--token must not be empty")
     from netboot.fileserver.app import ModelServer
 
     server = ModelServer(root, token=args.token, request_timeout=args.request_timeout,
-                         send_timeout=args.send_timeout, log=sys.stderr)
+                         send_timeout=args.send_timeout, log=sys.stderr, max_connections=args.max_connections)
     asyncio.run(_serve(server, args.host, args.port))
     return 0
 

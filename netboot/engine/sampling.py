@@ -3,10 +3,17 @@ repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw (greedy whe
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
+from netboot.errors import NetbootError
+
+SEED_MAX = 2**32 - 1
+LOOKBACK_MAX = 1 << 20  # the repetition penalty's window: more only costs memory
 
 
 @dataclass
@@ -19,9 +26,32 @@ class SamplingParams:
     repeat_last_n: int = 64
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        _need("temperature", self.temperature, 0)
+        _need("top_k", self.top_k, 0, whole=True)
+        _need("top_p", self.top_p, 0, 1, above=True)
+        _need("min_p", self.min_p, 0, 1)
+        _need("repeat_penalty", self.repeat_penalty, 0, above=True)
+        _need("repeat_last_n", self.repeat_last_n, 0, LOOKBACK_MAX, whole=True)
+        if self.seed is not None:
+            _need("seed", self.seed, 0, SEED_MAX, whole=True)
+
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+
+def _need(field: str, value: object, low: float, high: float | None = None, *, above: bool = False,
+          whole: bool = False) -> None:
+    """Raise NetbootError naming the field unless `value` is a finite number (whole when asked) at least `low`
+    (more than `low` when `above`) and at most `high`."""
+    kind = numbers.Integral if whole else numbers.Real
+    ok = (isinstance(value, kind) and math.isfinite(value) and (value > low if above else value >= low)
+          and (high is None or value <= high))
+    if not ok:
+        bounds = f"{'>' if above else '>='} {low}" if high is None else f"in {'(' if above else '['}{low}, {high}]"
+        raise NetbootError(f"SamplingParams.{field} must be a {'whole' if whole else 'finite'} number {bounds} "
+                           f"(got {value!r})")
 
 
 class Sampler:
@@ -50,7 +80,9 @@ class Sampler:
             probs = softmax(vals)
             mask = probs >= p.min_p * probs[0]
             ids, vals = ids[mask], vals[mask]
-        probs = softmax(vals / np.float32(p.temperature))
+        # Relative to the best and in float64: a tiny temperature then gives -inf (probability 0), never inf - inf.
+        with np.errstate(over="ignore"):
+            probs = softmax((vals.astype(np.float64) - vals[0]) / p.temperature)
         return int(ids[self.rng.choice(len(ids), p=probs)])
 
 

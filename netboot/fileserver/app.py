@@ -7,7 +7,8 @@
   (netboot.fileserver.ranges). Bodies go out with `loop.sendfile` (kernel sendfile) straight from the open file, in
   chunks sized to the client's pace: no file is ever read into memory. A client that stops reading (takes less
   than MIN_CHUNK within `send_timeout` seconds) is disconnected.
-- `GET /models` and `GET /models/NAME`: the catalog (netboot.fileserver.catalog), re-checked by stat on every request.
+- `GET /models` and `GET /models/NAME`: the catalog (netboot.fileserver.catalog), re-checked by stat on every request;
+  `GET /models` also lists the files that look like models but cannot be read ("problems"), never failing for them.
   A file under the root that is itself named models/NAME is still served when NAME is not a model's name.
 - Paths: the raw request target is split on "/" before percent-decoding; a segment that decodes to something
   containing "/", "\\" or NUL, or that starts with "." (so "..", "." and hidden names), is refused (404), as is
@@ -23,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import logging
@@ -58,6 +60,7 @@ REQUEST_TIMEOUT = 10.0
 SEND_TIMEOUT = 60.0
 MAX_LINE = 8190  # request line and each header line (aiohttp's max_line_size / max_field_size)
 ALLOWED = "GET, HEAD"
+FD_RESERVE = 64  # descriptors kept for the process itself: the listeners, hashing, the log, imports
 MIN_CHUNK, MAX_CHUNK = 64 << 10, 64 << 20
 CHUNK_SECONDS = 0.5
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
@@ -65,18 +68,22 @@ _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-
 
 class Connection(RequestHandler):
     """aiohttp's connection handler plus a deadline: a complete request head must arrive within `request_timeout`
-    seconds of the connection opening or of the previous response ending, else the connection is closed."""
+    seconds of the connection opening or of the previous response ending, else the connection is closed; counted
+    in `counter` (the connections open) while it lives."""
 
-    def __init__(self, manager, *, request_timeout: float, **kwargs):
+    def __init__(self, manager, *, request_timeout: float, counter: Counter, **kwargs):
         super().__init__(manager, **kwargs)
         self.request_timeout = request_timeout
         self.deadline: asyncio.TimerHandle | None = None
+        self.counter = counter
+        counter.open += 1  # from creation: the protocol and its socket exist from here until connection_lost
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.arm()
 
     def connection_lost(self, exc) -> None:
+        self.counter.open -= 1
         self.disarm()
         super().connection_lost(exc)
 
@@ -94,6 +101,48 @@ class Connection(RequestHandler):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()
+
+
+class Counter:
+    """Connections open, and the last time a refusal was logged (at most one line a second)."""
+
+    def __init__(self):
+        self.open = 0
+        self.refused = 0
+        self.logged = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.logged < 1.0:
+            return False
+        self.logged = now
+        return True
+
+
+class Refuse(asyncio.Protocol):
+    """A connection over the limit: 503 with `Retry-After`, then closed, without reading the request."""
+
+    def connection_made(self, transport) -> None:
+        transport.write(BUSY)
+        transport.close()
+
+
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 57\r\nRetry-After: 1\r\n"
+        b"Connection: close\r\n\r\n503 Service Unavailable: too many connections, try again\n")
+
+
+def default_max_connections() -> int:
+    """Half of what the descriptor limit leaves after a reserve (a connection may hold a socket and an open file),
+    between 8 and 1024."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return 1024
+    except (ImportError, OSError, ValueError):
+        return 256
+    return max(8, min(1024, (soft - FD_RESERVE) // 2))
 
 
 class _OneLine(logging.Formatter):
@@ -173,13 +222,15 @@ def _raw_path(request) -> str:
 
 class ModelServer:
     def __init__(self, root: str | Path, *, token: str | None = None, request_timeout: float = REQUEST_TIMEOUT,
-                 send_timeout: float = SEND_TIMEOUT, log: TextIO = sys.stderr):
+                 send_timeout: float = SEND_TIMEOUT, log: TextIO = sys.stderr, max_connections: int | None = None):
         self.root = Path(root).resolve()
         self.catalog = Catalog(self.root)
         self.token = f"Bearer {token}".encode() if token is not None else None
         self.request_timeout = request_timeout
         self.send_timeout = send_timeout
         self.log = log
+        self.max_connections = max_connections or default_max_connections()
+        self.connections = Counter()
         self.server: web.Server | None = None
         self.listeners: list[asyncio.AbstractServer] = []
         self._catalog_lock = asyncio.Lock()
@@ -187,8 +238,14 @@ class ModelServer:
     # -- life cycle -----------------------------------------------------------------------------------------------
 
     async def refresh_catalog(self) -> list[dict[str, Any]]:
+        """The catalog re-checked; when that fails as a whole (a bug, a directory gone), the last one known, and one
+        line in the log: the files are still served."""
         async with self._catalog_lock:
-            return await asyncio.to_thread(self.catalog.refresh)
+            try:
+                return await asyncio.to_thread(self.catalog.refresh)
+            except Exception as e:  # noqa: BLE001 - the server outlives any one bad scan
+                server_logger(self.log).error("cannot index %s: %s: %s", self.root, type(e).__name__, e)
+                return self.catalog.entries
 
     async def listen(self, host: str, port: int) -> list[tuple[str, int]]:
         """Bind and accept; returns the bound (address, port) pairs."""
@@ -198,13 +255,36 @@ class ModelServer:
                       access_log_class=AccessLog, access_log=access_logger, max_line_size=MAX_LINE,
                       max_field_size=MAX_LINE, logger=server_logger(self.log))
 
-        def factory() -> Connection:
-            return Connection(self.server, request_timeout=self.request_timeout, **kwargs)
+        def factory() -> asyncio.Protocol:
+            if self.connections.open >= self.max_connections:
+                return self._refuse()
+            return Connection(self.server, request_timeout=self.request_timeout, counter=self.connections, **kwargs)
+
+        asyncio.get_running_loop().set_exception_handler(self._loop_exception)
 
         listener = await asyncio.get_running_loop().create_server(factory, host, port, reuse_address=True,
                                                                    backlog=1024)
         self.listeners.append(listener)
         return [s.getsockname()[:2] for s in listener.sockets]
+
+    def _refuse(self) -> Refuse:
+        self.connections.refused += 1
+        if self.connections.due():
+            server_logger(self.log).warning("%d connection(s) refused with 503: %d open, the limit "
+                                            "(--max-connections)", self.connections.refused, self.connections.open)
+            self.connections.refused = 0
+        return Refuse()
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's report of an accept that failed for want of descriptors comes once per pending connection (a
+        thousand a second, with tracebacks): one line a second at most instead; anything else as asyncio says."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            if self.connections.due():
+                server_logger(self.log).warning("cannot accept connections: %s (%d open; lower --max-connections "
+                                                "or raise ulimit -n)", exc.strerror or exc, self.connections.open)
+            return
+        loop.default_exception_handler(context)
 
     async def close(self) -> None:
         for listener in self.listeners:
@@ -263,7 +343,8 @@ class ModelServer:
             return _not_found()
         if segments == ["models"] or segments == ["models", ""]:
             await self.refresh_catalog()
-            return _json(200, {"models": self.catalog.render(self.base_url(request))})
+            return _json(200, {"models": self.catalog.render(self.base_url(request)),
+                               "problems": self.catalog.render_problems()})
         if segments[:1] == ["models"] and len(segments) > 1:
             name = "/".join(s for s in segments[1:] if s)
             await self.refresh_catalog()

@@ -6,8 +6,9 @@ Models found under the root (hidden files and directories, names starting with "
 - llama2.c `*.bin` (not `tokenizer.bin`): the checkpoint, plus `tokenizer.bin` beside it when there is one;
 - a directory holding `config.json` and `*.safetensors`: its shards (those the index names, else every
   `*.safetensors`, in name order) and its `*.json` files (config, tokenizer, index, ...).
-A file that does not open as a model is not listed (it is still served as a plain file); the reason is kept in
-`Catalog.problems`.
+A file that does not open as a model, whatever the error, is not listed (it is still served as a plain file) and
+never keeps the others from being listed; the reason is kept in `Catalog.problems`, which `GET /models` shows as
+"problems": [{"path", "error"}].
 
 Entry (the schema `netboot.remote.catalog` reads; URLs are absolute, built from the request's Host):
     {"name": path relative to the root without the model extension ("sub/tiny"; a SafeTensors directory's own
@@ -203,6 +204,8 @@ class Catalog:
                 return str(e)
             except (OSError, ValueError) as e:
                 return f"{cand.main}: {e}"
+            except Exception as e:  # noqa: BLE001 - a reader's bug on one hostile file must not spoil the others
+                return f"{cand.main}: cannot be read as a {cand.format} model ({type(e).__name__}: {e})"
             # The bytes hashed must be those of the files as stat'ed: else a file changed meanwhile, hash again.
             now = tuple(self._stat_inside(f.rel) for f in cand.watched)
             if now == cand.watched:
@@ -212,6 +215,10 @@ class Catalog:
     def render(self, base: str) -> list[dict[str, Any]]:
         """The entries with absolute URLs under `base` ("http://host:port")."""
         return [render_entry(e, base) for e in self.entries]
+
+    def render_problems(self) -> list[dict[str, str]]:
+        """What looks like a model but is not listed, and why: [{"path": relative path, "error"}]."""
+        return [{"path": rel, "error": why} for rel, why in sorted(self.problems.items())]
 
 
 def render_entry(entry: dict[str, Any], base: str) -> dict[str, Any]:

@@ -12,7 +12,9 @@ Choices where the RFC leaves one:
 - overlapping or adjacent ranges are merged (sorted) so that `bytes=0-,0-,0-` cannot multiply the response; ranges
   that neither overlap nor touch keep the order they were asked in;
 - more than MAX_RANGES ranges (after merging) make the Range header ignored (200, the whole file), like nginx's
-  max_ranges.
+  max_ranges;
+- positions are ASCII digits only (not other scripts' digits, which int() accepts), of at most MAX_DIGITS digits,
+  in a header of at most MAX_HEADER characters: anything else is 416, never a number parsed at any length.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from netboot.errors import Unsatisfiable
 
 MAX_RANGES = 100
 
-_SPEC = re.compile(r"(\d+)-(\d*)|-(\d+)")
+MAX_DIGITS = 19  # a position past 10**19 - 1 is no file's; longer numbers are refused before int() sees them
+MAX_HEADER = 4096  # characters of a Range header (MAX_RANGES ranges of MAX_DIGITS digits fit easily)
+
+# [0-9], not \d: \d and int() also take other scripts' digits ("\u0661"), which no HTTP client means.
+_SPEC = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)")
 _ETAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
 
 
@@ -57,6 +63,8 @@ def parse_range(header: str | None, size: int, max_ranges: int = MAX_RANGES) -> 
     """
     if header is None:
         return None
+    if len(header) > MAX_HEADER:
+        raise Unsatisfiable(f"Range header of {len(header)} characters (at most {MAX_HEADER})")
     unit, sep, ranges_spec = header.partition("=")
     if not sep or unit.strip().lower() != "bytes":
         return None
@@ -70,6 +78,8 @@ def parse_range(header: str | None, size: int, max_ranges: int = MAX_RANGES) -> 
         if m is None:
             raise Unsatisfiable(f"invalid byte-range-spec {spec!r}")
         first, last, suffix = m.groups()
+        if any(g is not None and len(g) > MAX_DIGITS for g in (first, last, suffix)):
+            raise Unsatisfiable(f"byte position of more than {MAX_DIGITS} digits in {spec[:40]!r}")
         if suffix is not None:
             n = int(suffix)
             if n == 0 or size == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -70,9 +71,20 @@ def open_model(path: str | Path, tokenizer: str | Path | None = None) -> ModelFi
     return file
 
 
+def _check_kind(path: Path) -> None:
+    """A model is a regular file or a directory: a FIFO, a device or a socket would block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise NetbootError(f"model not found: {path}") from None
+    except OSError as exc:
+        raise NetbootError(f"{path}: cannot read ({exc.strerror})") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise NetbootError(f"{path}: not a regular file or a directory (a pipe, device or socket is not a model)")
+
+
 def _open_format(path: Path, tokenizer: str | Path | None) -> ModelFile:
-    if not path.exists():
-        raise NetbootError(f"model not found: {path}")
+    _check_kind(path)
     if path.is_dir() or path.suffix == ".safetensors":
         from netboot.formats import safetensors
 
@@ -80,6 +92,8 @@ def _open_format(path: Path, tokenizer: str | Path | None) -> ModelFile:
     if is_gguf(path) or path.suffix == ".gguf":
         from netboot.formats import gguf
 
+        if tokenizer is not None:
+            raise NetbootError(f"{path}: --tokenizer is not used with GGUF: the file carries its own tokenizer")
         return gguf.open_gguf(path)
     if path.suffix == ".bin":
         from netboot.formats import llama2c

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from netboot.config import ModelConfig, gemma3_sliding_layers
-from netboot.errors import FormatError, TruncatedHeader, UnsupportedError, shown
+from netboot.config import LIMITS, ModelConfig, float_field, gemma3_sliding_layers, int_field
+from netboot.errors import FormatError, TruncatedHeader, UnsupportedError, clipped, shown
 from netboot.formats import GGUF_MAGIC, ModelFile
 from netboot.formats.names import EMBEDDING
 from netboot.sources.base import ByteSource, aligned_buffer
@@ -34,6 +34,8 @@ _SCALAR_DTYPES = {
     10: np.dtype("<u8"), 11: np.dtype("<i8"), 12: np.dtype("<f8"),
 }
 _BOOL, _STRING, _ARRAY = 7, 8, 9
+_MIN_BYTES = {_STRING: 8, _ARRAY: 12}  # the fewest bytes one element of these types takes (its length prefix)
+MAX_NESTING = 4  # arrays of arrays: llama.cpp writes none deeper than 2; a corrupt header could nest thousands
 
 
 class StringArray(Sequence[str]):
@@ -68,10 +70,25 @@ class StringArray(Sequence[str]):
 class _Cursor:
     """Reads little-endian values from a buffer, failing with FormatError past its end."""
 
-    def __init__(self, buf: memoryview, path: Path):
+    def __init__(self, buf: memoryview, path: Path, file_size: int | None = None):
         self.buf = buf
         self.pos = 0
         self.path = path
+        self.file_size = len(buf) if file_size is None else file_size
+
+    def need(self, n: int, what: str) -> None:
+        """FormatError unless `n` more bytes lie in the file; TruncatedHeader unless they lie in the buffer (a
+        prefix of a remote file is then grown, never past the file's size)."""
+        if self.pos + n > self.file_size:
+            raise FormatError(
+                f"{self.path}: GGUF header is corrupt ({what} needs {n} bytes at offset {self.pos}, "
+                f"file has {self.file_size})"
+            )
+        if self.pos + n > len(self.buf):
+            raise TruncatedHeader(
+                f"{self.path}: GGUF header is truncated or corrupt ({what} needs {n} bytes at offset {self.pos}, "
+                f"file has {len(self.buf)})"
+            )
 
     def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.buf):
@@ -99,12 +116,18 @@ class _Cursor:
         value = np.frombuffer(self.take(dtype.itemsize), dtype=dtype)[0].item()
         return bool(value) if vtype == _BOOL else value
 
-    def array(self) -> Any:
+    def array(self, depth: int = 0) -> Any:
         etype, count = self.u32(), self.u64()
+        if depth >= MAX_NESTING:
+            raise FormatError(f"{self.path}: GGUF arrays nested deeper than {MAX_NESTING} at offset {self.pos}")
+        # Each element takes at least this many bytes: a count the rest of the buffer cannot hold is refused before
+        # anything is allocated for it.
+        least = _MIN_BYTES.get(etype) or self._dtype(etype).itemsize
+        self.need(count * least, f"an array of {count} elements")
         if etype == _STRING:
             return self._strings(count)
         if etype == _ARRAY:
-            return [self.array() for _ in range(count)]
+            return [self.array(depth + 1) for _ in range(count)]
         dtype = self._dtype(etype)
         values = np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype)
         return values.astype(bool) if etype == _BOOL else values
@@ -124,10 +147,10 @@ class _Cursor:
             if pos + 8 > end:
                 raise TruncatedHeader(f"{self.path}: GGUF string array runs past the end of the file")
             (n,) = unpack(buf, pos)
+            if n > end - pos - 8:  # checked before it is stored: a u64 length need not fit an int64
+                raise TruncatedHeader(f"{self.path}: GGUF string array runs past the end of the file")
             starts[i], lengths[i] = pos + 8, n
             pos += 8 + n
-            if pos > end:
-                raise TruncatedHeader(f"{self.path}: GGUF string array runs past the end of the file")
         self.pos = pos
         return StringArray(bytes(buf[start:pos]), starts - start, lengths)
 
@@ -146,7 +169,7 @@ def parse_header(buf: memoryview, path: Path | str, file_size: int | None = None
     """Metadata, the tensors' descriptions and the data section's offset, from a buffer holding at least the
     header (TruncatedHeader when it does not); `file_size` bounds the counts when `buf` is only a prefix."""
     size = len(buf) if file_size is None else file_size
-    cur = _Cursor(buf, path)
+    cur = _Cursor(buf, path, size)
     if bytes(cur.take(4)) != GGUF_MAGIC:
         raise FormatError(f"{path}: not a GGUF file (bad magic)")
     version = cur.u32()
@@ -166,14 +189,21 @@ def parse_header(buf: memoryview, path: Path | str, file_size: int | None = None
         name = cur.string()
         n_dims = cur.u32()
         if n_dims > 4:
-            raise FormatError(f"{path}: tensor {name} has {n_dims} dimensions")
+            raise FormatError(f"{path}: tensor {clipped(name)} has {n_dims} dimensions")
         dims = [cur.u64() for _ in range(n_dims)]
         type_id, rel = cur.u32(), cur.u64()
         infos.append((name, dims, type_id, rel))
 
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    alignment = _alignment(path, metadata.get("general.alignment", DEFAULT_ALIGNMENT))
     data_start = -(-cur.pos // alignment) * alignment
     return metadata, [(name, dims, t, data_start + rel) for name, dims, t, rel in infos], data_start
+
+
+def _alignment(path: Path | str, value: Any) -> int:
+    alignment = int_field(path, "general.alignment", value, 1, 1 << 16)
+    if alignment & (alignment - 1):
+        raise FormatError(f"{path}: general.alignment {alignment} is not a power of two")
+    return alignment
 
 
 def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, QTensor], int]:
@@ -198,16 +228,16 @@ def _tensor(path: Path, arr: np.ndarray, name: str, dims: list[int], type_id: in
         elems, block_bytes = BLOCK_SIZES[qtype]
     except (ValueError, KeyError):
         raise UnsupportedError(
-            f"{path}: tensor {name} has type {type_name(type_id)}, which netboot does not support"
+            f"{path}: tensor {clipped(name)} has type {type_name(type_id)}, which netboot does not support"
         ) from None
     n = math.prod(dims)
     if dims[0] % elems:
-        raise FormatError(f"{path}: tensor {name} row of {dims[0]} is not whole {qtype.name} blocks")
+        raise FormatError(f"{path}: tensor {clipped(name)} row of {dims[0]} is not whole {qtype.name} blocks")
     nbytes = n // elems * block_bytes
     if start + nbytes > arr.size:
         raise FormatError(
-            f"{path}: tensor {name} ends at byte {start + nbytes}, past the end of the file ({arr.size} bytes): "
-            "the file is truncated or its header is corrupt"
+            f"{path}: tensor {clipped(name)} ends at byte {start + nbytes}, past the end of the file "
+            f"({arr.size} bytes): the file is truncated or its header is corrupt"
         )
     shape = tuple(reversed(dims))
     return QTensor.from_bytes(name, qtype, shape, arr[start : start + nbytes], offset=start)
@@ -215,8 +245,10 @@ def _tensor(path: Path, arr: np.ndarray, name: str, dims: list[int], type_id: in
 
 def _config(path: Path, meta: dict[str, Any], tensors: dict[str, QTensor]) -> ModelConfig:
     arch = meta.get("general.architecture")
-    if arch not in ("llama", "gemma3"):
-        raise UnsupportedError(f"{path}: architecture {arch!r} is not supported (llama and gemma3 are)")
+    if not isinstance(arch, str) or arch not in ("llama", "gemma3"):
+        raise UnsupportedError(f"{path}: architecture {clipped(arch)} is not supported (llama and gemma3 are)")
+    if EMBEDDING not in tensors:
+        raise FormatError(f"{path}: no {EMBEDDING} tensor")
 
     def key(name: str, default: Any = None) -> Any:
         value = meta.get(f"{arch}.{name}", default)
@@ -224,49 +256,76 @@ def _config(path: Path, meta: dict[str, Any], tensors: dict[str, QTensor]) -> Mo
             raise FormatError(f"{path}: missing metadata key {arch}.{name}")
         return value
 
-    dim = int(key("embedding_length"))
-    n_heads = int(key("attention.head_count"))
-    n_kv_heads = int(key("attention.head_count_kv", n_heads))
-    head_dim = int(key("attention.key_length", dim // n_heads))
-    n_layers = int(key("block_count"))
-    if EMBEDDING not in tensors:
-        raise FormatError(f"{path}: no {EMBEDDING} tensor")
+    def count(name: str, limit: str, default: Any = None) -> int:
+        return int_field(path, f"{arch}.{name}", key(name, default), 1, LIMITS[limit])
+
+    def real(name: str, default: float) -> float:
+        return float_field(path, f"{arch}.{name}", key(name, default))
+
+    dim = count("embedding_length", "dim")
+    n_heads = count("attention.head_count", "n_heads")
+    n_layers = count("block_count", "n_layers")
+    explicit_head_dim = meta.get(f"{arch}.attention.key_length")
+    if explicit_head_dim is None and dim % n_heads:
+        raise FormatError(f"{path}: {arch}.attention.head_count {n_heads} does not divide the width {dim}")
     common = dict(
-        arch=arch, n_layers=n_layers, dim=dim, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
-        ffn_dim=int(key("feed_forward_length")), vocab_size=tensors[EMBEDDING].shape[0],
-        context_length=int(key("context_length", 2048)), norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_base=float(key("rope.freq_base", 10000.0)), rope_freq_factors=None,
+        arch=arch, n_layers=n_layers, dim=dim, n_heads=n_heads,
+        n_kv_heads=count("attention.head_count_kv", "n_kv_heads", n_heads),
+        head_dim=count("attention.key_length", "head_dim", dim // n_heads),
+        ffn_dim=count("feed_forward_length", "ffn_dim"), vocab_size=tensors[EMBEDDING].shape[0],
+        context_length=count("context_length", "context_length", 2048),
+        norm_eps=real("attention.layer_norm_rms_epsilon", 1e-5), rope_base=real("rope.freq_base", 10000.0),
     )
-    # llama.cpp's rope_freqs.weight (Llama 3.1's RoPE scaling): one divisor per rotation frequency.
-    freqs = tensors.get("rope_freqs.weight")
-    if freqs is not None:
-        factors = freqs.to_float32().reshape(-1).astype(np.float64)
-        if factors.size != head_dim // 2:
-            raise FormatError(
-                f"{path}: rope_freqs.weight has {factors.size} values, expected head_dim / 2 = {head_dim // 2}"
-            )
-        if not np.all(np.isfinite(factors) & (factors > 0)):
-            raise FormatError(f"{path}: rope_freqs.weight holds values that are not positive finite numbers")
-        common["rope_freq_factors"] = tuple(factors.tolist())
+    head_dim = common["head_dim"]
+    common["rope_freq_factors"] = _rope_freq_factors(path, tensors, head_dim)
     if arch == "llama":
-        return ModelConfig(**common, rope_style="interleaved")
+        return ModelConfig(**common, rope_style="interleaved").validate(path)
     # Gemma 3: 27B scales queries by dim / n_heads, the others by head_dim (query_pre_attn_scalar).
     scalar = dim / n_heads if n_layers == 62 else head_dim
-    pattern = meta.get(f"{arch}.attention.sliding_window_pattern")
-    sliding = [bool(x) for x in pattern] if pattern is not None else gemma3_sliding_layers(n_layers)
     return ModelConfig(
-        **common, rope_style="halves", sliding_window=int(key("attention.sliding_window")), sliding_layers=sliding,
-        rope_base_local=10000.0, rope_scale=float(key("rope.scaling.factor", 1.0)), attn_scale=1.0 / math.sqrt(scalar),
+        **common, rope_style="halves", sliding_window=count("attention.sliding_window", "sliding_window"),
+        sliding_layers=_sliding_layers(path, meta.get(f"{arch}.attention.sliding_window_pattern"), n_layers),
+        rope_base_local=10000.0, rope_scale=real("rope.scaling.factor", 1.0), attn_scale=1.0 / math.sqrt(scalar),
         embed_scale=math.sqrt(dim), activation="gelu_tanh", qk_norm=True, post_norms=True,
-    )
+    ).validate(path)
+
+
+def _rope_freq_factors(path: Path, tensors: dict[str, QTensor], head_dim: int) -> tuple[float, ...] | None:
+    """llama.cpp's rope_freqs.weight (Llama 3.1's RoPE scaling): one divisor per rotation frequency."""
+    freqs = tensors.get("rope_freqs.weight")
+    if freqs is None:
+        return None
+    if freqs.nbytes > 4 * LIMITS["head_dim"] or freqs.qtype.name not in ("F32", "F16", "BF16"):
+        raise FormatError(f"{path}: rope_freqs.weight has {freqs.nbytes} bytes of {freqs.qtype.name}")
+    factors = freqs.to_float32().reshape(-1).astype(np.float64)
+    if factors.size != head_dim // 2:
+        raise FormatError(
+            f"{path}: rope_freqs.weight has {factors.size} values, expected head_dim / 2 = {head_dim // 2}"
+        )
+    if not np.all(np.isfinite(factors) & (factors > 0)):
+        raise FormatError(f"{path}: rope_freqs.weight holds values that are not positive finite numbers")
+    return tuple(factors.tolist())
+
+
+def _sliding_layers(path: Path, pattern: Any, n_layers: int) -> list[bool]:
+    """Gemma 3's sliding-window layers: a flag per layer, a period (every Nth layer global), or the default."""
+    if pattern is None:
+        return gemma3_sliding_layers(n_layers)
+    if isinstance(pattern, np.ndarray) and pattern.ndim == 1 and pattern.dtype.kind in "biu":
+        if pattern.size != n_layers:
+            raise FormatError(f"{path}: sliding_window_pattern has {pattern.size} flags for {n_layers} layers")
+        return [bool(x) for x in pattern.tolist()]
+    return gemma3_sliding_layers(n_layers, int_field(path, "sliding_window_pattern", pattern, 1, LIMITS["n_layers"]))
 
 
 def _tokenizer_loader(meta: dict[str, Any]):
     model = meta.get("tokenizer.ggml.model")
     if model is None:
         return None
-    if model != "llama":
-        raise UnsupportedError(f"tokenizer model {model!r} in GGUF metadata is not supported (llama/SentencePiece is)")
+    if not isinstance(model, str) or model != "llama":
+        raise UnsupportedError(
+            f"tokenizer model {clipped(model)} in GGUF metadata is not supported (llama/SentencePiece is)"
+        )
 
     def load():
         from netboot.tokenizers.spm import SPMTokenizer

@@ -99,6 +99,11 @@ def open_llama2c(path: Path, tokenizer: str | Path | None = None) -> ModelFile:
         raise FormatError(
             f"{path}: llama2.c checkpoint is truncated: its header implies {expected} bytes, the file has {size}"
         )
+    config = ModelConfig(
+        arch="llama", n_layers=n_layers, dim=dim, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_size,
+        ffn_dim=hidden, vocab_size=vocab, context_length=seq_len, norm_eps=1e-5, rope_base=10000.0,
+        rope_style="interleaved",
+    ).validate(path)
 
     data = np.memmap(path, dtype=np.uint8, mode="r")
     tensors: dict[str, QTensor] = {}
@@ -112,11 +117,6 @@ def open_llama2c(path: Path, tokenizer: str | Path | None = None) -> ModelFile:
                 tensors[full] = QTensor.from_bytes(full, GGMLType.F32, shape, raw, offset=offset)
             offset += nbytes
 
-    config = ModelConfig(
-        arch="llama", n_layers=n_layers, dim=dim, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_size,
-        ffn_dim=hidden, vocab_size=vocab, context_length=seq_len, norm_eps=1e-5, rope_base=10000.0,
-        rope_style="interleaved",
-    )
     metadata = {"llama2c.header": h, "llama2c.shared_classifier": shared}
     return ModelFile(path, "llama2c", config, tensors, _tokenizer_loader(path, tokenizer, vocab), metadata)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from netboot.config import ModelConfig, gemma3_sliding_layers
-from netboot.errors import FormatError, NetbootError, UnsupportedError
+from netboot.config import LIMITS, ModelConfig, float_field, gemma3_sliding_layers, int_field
+from netboot.errors import FormatError, NetbootError, UnsupportedError, clipped
 from netboot.formats import ModelFile
 from netboot.formats.names import EMBEDDING, OUTPUT, OUTPUT_NORM, expected_shapes
 from netboot.tensors.ggml import GGMLType
@@ -67,10 +67,15 @@ def safetensors_files(path: Path) -> list[Path]:
         weight_map = _read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise FormatError(f"{index}: no weight_map")
-        files = [path / name for name in sorted(set(weight_map.values()))]
+        names = set(weight_map.values())
+        for name in names:
+            # a shard is a file beside the index: never a path that climbs out of the checkpoint's directory
+            if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+                raise FormatError(f"{index}: weight_map names {clipped(name)}, which is not a shard's file name")
+        files = [path / name for name in sorted(names)]
         for f in files:
             if not f.is_file():
-                raise FormatError(f"{index}: names shard {f.name}, which is missing")
+                raise FormatError(f"{index}: names shard {clipped(f.name)}, which is missing")
         return files
     files = sorted(path.glob("*.safetensors"))
     if not files:
@@ -90,8 +95,8 @@ def read_safetensors(path: Path) -> dict[str, tuple[str, tuple[int, ...], np.nda
             raise FormatError(f"{path}: safetensors header length {n} is past the end of the file ({size} bytes)")
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FormatError(f"{path}: safetensors header is not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit number
+            raise FormatError(f"{path}: safetensors header is not valid JSON ({clipped(str(exc), 120)})") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path}: safetensors header is not a JSON object")
     base = 8 + n
@@ -100,23 +105,37 @@ def read_safetensors(path: Path) -> dict[str, tuple[str, tuple[int, ...], np.nda
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (TypeError, KeyError, ValueError):
-            raise FormatError(f"{path}: bad safetensors header entry for {name}") from None
-        itemsize = ELEMENT_SIZES.get(dtype)
-        if itemsize is None:
-            raise FormatError(f"{path}: tensor {name} has unknown dtype {dtype!r}")
-        if not 0 <= begin <= end or end - begin != math.prod(shape) * itemsize:
-            raise FormatError(f"{path}: tensor {name}'s data offsets {begin}..{end} do not fit its shape {shape}")
+        dtype, shape, begin, end = _entry(path, name, info)
+        if not 0 <= begin <= end or end - begin != math.prod(shape) * ELEMENT_SIZES[dtype]:
+            raise FormatError(
+                f"{path}: tensor {clipped(name)}'s data offsets {begin}..{end} do not fit its shape {clipped(shape)}"
+            )
         if base + end > size:
             raise FormatError(
-                f"{path}: tensor {name} ends at byte {base + end}, past the end of the file ({size} bytes): "
+                f"{path}: tensor {clipped(name)} ends at byte {base + end}, past the end of the file ({size} bytes): "
                 "the file is truncated"
             )
         out[name] = (dtype, shape, data[base + begin : base + end], base + begin)
     return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entry(path: Path, name: str, info: Any) -> tuple[str, tuple[int, ...], int, int]:
+    """(dtype, shape, begin, end) of one header entry, every field checked for its type before it is used."""
+    bad = FormatError(f"{path}: bad safetensors header entry for {clipped(name)}: {clipped(info)}")
+    if not isinstance(info, dict):
+        raise bad
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(_is_int(d) and d >= 0 for d in shape):
+        raise bad
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(x) for x in offsets):
+        raise bad
+    if not isinstance(dtype, str) or dtype not in ELEMENT_SIZES:
+        raise FormatError(f"{path}: tensor {clipped(name)} has unknown dtype {clipped(dtype)}")
+    return dtype, tuple(shape), offsets[0], offsets[1]
 
 
 def open_safetensors(path: Path, tokenizer: str | Path | None = None) -> ModelFile:
@@ -128,14 +147,18 @@ def open_safetensors(path: Path, tokenizer: str | Path | None = None) -> ModelFi
         raise FormatError(f"{path}: no config.json beside the safetensors weights (needed for the hyperparameters)")
     hf = _read_json(config_path)
     archs = hf.get("architectures") or []
+    if not isinstance(archs, list):
+        raise FormatError(f"{config_path}: architectures must be a list, not {clipped(archs)}")
     arch = archs[0] if archs else hf.get("model_type")
-    if arch in LLAMA_ARCHS:
+    if isinstance(arch, str) and arch in LLAMA_ARCHS:
         family, text = "llama", hf
-    elif arch in GEMMA3_ARCHS:
+    elif isinstance(arch, str) and arch in GEMMA3_ARCHS:
         family, text = "gemma3", hf.get("text_config", hf) if arch == "Gemma3ForConditionalGeneration" else hf
+        if not isinstance(text, dict):
+            raise FormatError(f"{config_path}: text_config must be an object, not {clipped(text)}")
     else:
         supported = ", ".join(LLAMA_ARCHS + GEMMA3_ARCHS)
-        raise UnsupportedError(f"{config_path}: architecture {arch!r} is not supported ({supported} are)")
+        raise UnsupportedError(f"{config_path}: architecture {clipped(arch)} is not supported ({supported} are)")
 
     raw: dict[str, tuple[str, tuple[int, ...], np.ndarray, int, Path]] = {}
     for file in safetensors_files(path):
@@ -204,15 +227,19 @@ def _rope_params(
     """(theta, linear scaling factor, per-frequency divisors or None) of a rope_parameters / rope_scaling section;
     other scalings are refused."""
     section = section or {}
+    if not isinstance(section, dict):
+        raise FormatError(f"{config_path}: a RoPE section must be an object, not {clipped(section)}")
     kind = section.get("rope_type", section.get("type", "default"))
-    theta = float(section.get("rope_theta", default_theta))
+    theta = float_field(config_path, "rope_theta", section.get("rope_theta", default_theta))
     if kind == "default":
         return theta, 1.0, None
     if kind == "linear":
-        return theta, float(section.get("factor", 1.0)), None
+        return theta, float_field(config_path, "factor", section.get("factor", 1.0)), None
     if kind == "llama3":
         return theta, 1.0, _llama3_factors(config_path, section, theta, head_dim)
-    raise UnsupportedError(f"{config_path}: RoPE scaling {kind!r} is not supported (default, linear and llama3 are)")
+    raise UnsupportedError(
+        f"{config_path}: RoPE scaling {clipped(kind)} is not supported (default, linear and llama3 are)"
+    )
 
 
 def _llama3_factors(config_path: Path, section: dict[str, Any], theta: float, head_dim: int) -> tuple[float, ...]:
@@ -226,7 +253,7 @@ def _llama3_factors(config_path: Path, section: dict[str, Any], theta: float, he
     missing = [name for name in names if section.get(name) is None]
     if missing:
         raise FormatError(f"{config_path}: llama3 RoPE scaling without {', '.join(missing)}")
-    factor, low, high, original = (float(section[name]) for name in names)
+    factor, low, high, original = (float_field(config_path, name, section[name]) for name in names)
     if not (factor > 0 and 0 < low < high and original > 0):
         raise FormatError(
             f"{config_path}: llama3 RoPE scaling needs factor > 0 and 0 < low_freq_factor < high_freq_factor, "
@@ -247,19 +274,22 @@ def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[st
             raise FormatError(f"{config_path}: missing {name}")
         return value
 
+    def count(name: str, limit: str, default: Any = None) -> int:
+        return int_field(config_path, name, key(name, default), 1, LIMITS[limit])
+
     if EMBEDDING not in tensors:
         raise FormatError(f"{config_path.parent}: no embedding tensor (model.embed_tokens.weight) in the weights")
-    dim = int(key("hidden_size"))
-    n_heads = int(key("num_attention_heads"))
+    dim = count("hidden_size", "dim")
+    n_heads = count("num_attention_heads", "n_heads")
+    if hf.get("head_dim") is None and dim % n_heads:
+        raise FormatError(f"{config_path}: num_attention_heads {n_heads} does not divide hidden_size {dim}")
     common = dict(
-        n_layers=int(key("num_hidden_layers")), dim=dim, n_heads=n_heads,
-        n_kv_heads=int(key("num_key_value_heads", n_heads)),
-        head_dim=int(hf.get("head_dim") or dim // max(n_heads, 1)), ffn_dim=int(key("intermediate_size")),
+        n_layers=count("num_hidden_layers", "n_layers"), dim=dim, n_heads=n_heads,
+        n_kv_heads=count("num_key_value_heads", "n_kv_heads", n_heads),
+        head_dim=count("head_dim", "head_dim", dim // n_heads), ffn_dim=count("intermediate_size", "ffn_dim"),
         vocab_size=tensors[EMBEDDING].shape[0],
-        context_length=int(key("max_position_embeddings", 2048)),
+        context_length=count("max_position_embeddings", "context_length", 2048),
     )
-    if min(common.values()) <= 0:
-        raise FormatError(f"{config_path}: non-positive sizes in {common}")
     if common["n_heads"] % common["n_kv_heads"]:
         raise FormatError(f"{config_path}: num_attention_heads is not a multiple of num_key_value_heads")
     rope = hf.get("rope_parameters")
@@ -269,16 +299,16 @@ def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[st
             raise UnsupportedError(f"{config_path}: Llama with attention or MLP biases is not supported")
         act = hf.get("hidden_act", "silu")
         if act != "silu":
-            raise UnsupportedError(f"{config_path}: activation {act!r} is not supported for Llama (silu is)")
-        section = dict(rope) if isinstance(rope, dict) else {**(hf.get("rope_scaling") or {})}
+            raise UnsupportedError(f"{config_path}: activation {clipped(act)} is not supported for Llama (silu is)")
+        section = dict(rope) if isinstance(rope, dict) else dict(_section(config_path, hf, "rope_scaling"))
         section.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
         theta, factor, freq_factors = _rope_params(config_path, section, 10000.0, common["head_dim"])
         if factor != 1.0:
             raise UnsupportedError(f"{config_path}: linear RoPE scaling is not supported for Llama")
         return ModelConfig(
-            arch="llama", **common, norm_eps=float(hf.get("rms_norm_eps", 1e-6)), rope_base=theta, rope_style="halves",
-            rope_freq_factors=freq_factors,
-        )
+            arch="llama", **common, norm_eps=float_field(config_path, "rms_norm_eps", hf.get("rms_norm_eps", 1e-6)),
+            rope_base=theta, rope_style="halves", rope_freq_factors=freq_factors,
+        ).validate(config_path)
 
     # Gemma 3 (text)
     for name in ("final_logit_softcapping", "attn_logit_softcapping"):
@@ -287,12 +317,14 @@ def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[st
     if hf.get("use_bidirectional_attention"):
         raise UnsupportedError(f"{config_path}: bidirectional attention (an embedding model) is not supported")
     act = hf.get("hidden_activation", "gelu_pytorch_tanh")
-    if act not in ("gelu_pytorch_tanh", "gelu_tanh"):
-        raise UnsupportedError(f"{config_path}: activation {act!r} is not supported for Gemma 3 (gelu_pytorch_tanh is)")
+    if not isinstance(act, str) or act not in ("gelu_pytorch_tanh", "gelu_tanh"):
+        raise UnsupportedError(
+            f"{config_path}: activation {clipped(act)} is not supported for Gemma 3 (gelu_pytorch_tanh is)"
+        )
     if isinstance(rope, dict) and ("full_attention" in rope or "sliding_attention" in rope):
         full, local = rope.get("full_attention"), rope.get("sliding_attention")
     else:
-        full = {**(hf.get("rope_scaling") or {}), "rope_theta": hf.get("rope_theta", 1_000_000.0)}
+        full = {**_section(config_path, hf, "rope_scaling"), "rope_theta": hf.get("rope_theta", 1_000_000.0)}
         local = {"rope_theta": hf.get("rope_local_base_freq", 10000.0)}
     theta, factor, freq_factors = _rope_params(config_path, full, 1_000_000.0, common["head_dim"])
     local_theta, local_factor, local_freq_factors = _rope_params(config_path, local, 10000.0, common["head_dim"])
@@ -301,21 +333,38 @@ def _config(config_path: Path, hf: dict[str, Any], family: str, tensors: dict[st
     if freq_factors is not None:
         raise UnsupportedError(f"{config_path}: llama3 RoPE scaling is not supported for Gemma 3")
     n_layers = common["n_layers"]
+    window = hf.get("sliding_window", 4096)
+    scalar = float_field(config_path, "query_pre_attn_scalar", hf.get("query_pre_attn_scalar", 256))
+    if scalar <= 0:
+        raise FormatError(f"{config_path}: query_pre_attn_scalar {scalar!r} is not positive")
+    return ModelConfig(
+        arch="gemma3", **common, norm_eps=float_field(config_path, "rms_norm_eps", hf.get("rms_norm_eps", 1e-6)),
+        rope_base=theta, rope_style="halves", sliding_layers=_gemma_sliding(config_path, hf, n_layers),
+        sliding_window=None if window is None else int_field(config_path, "sliding_window", window),
+        rope_base_local=local_theta, rope_scale=factor, attn_scale=scalar**-0.5, embed_scale=math.sqrt(dim),
+        activation="gelu_tanh", qk_norm=True, post_norms=True,
+    ).validate(config_path)
+
+
+def _section(config_path: Path, hf: dict[str, Any], name: str) -> dict[str, Any]:
+    section = hf.get(name) or {}
+    if not isinstance(section, dict):
+        raise FormatError(f"{config_path}: {name} must be an object, not {clipped(section)}")
+    return section
+
+
+def _gemma_sliding(config_path: Path, hf: dict[str, Any], n_layers: int) -> list[bool]:
+    """Which layers use the sliding window: config.json's layer_types, else every layer but each pattern-th."""
     layer_types = hf.get("layer_types")
     if layer_types:
+        if not isinstance(layer_types, list):
+            raise FormatError(f"{config_path}: layer_types must be a list, not {clipped(layer_types)}")
         if len(layer_types) != n_layers:
             raise FormatError(f"{config_path}: layer_types has {len(layer_types)} entries for {n_layers} layers")
-        sliding = [t == "sliding_attention" for t in layer_types]
-    else:
-        sliding = gemma3_sliding_layers(n_layers, int(hf.get("sliding_window_pattern", 6)))
-    window = hf.get("sliding_window", 4096)
-    return ModelConfig(
-        arch="gemma3", **common, norm_eps=float(hf.get("rms_norm_eps", 1e-6)), rope_base=theta, rope_style="halves",
-        sliding_window=int(window) if window is not None else None, sliding_layers=sliding,
-        rope_base_local=local_theta, rope_scale=factor,
-        attn_scale=float(hf.get("query_pre_attn_scalar", 256)) ** -0.5, embed_scale=math.sqrt(dim),
-        activation="gelu_tanh", qk_norm=True, post_norms=True,
-    )
+        return [t == "sliding_attention" for t in layer_types]
+    pattern = hf.get("sliding_window_pattern", 6)
+    pattern = int_field(config_path, "sliding_window_pattern", pattern, 1, LIMITS["n_layers"])
+    return gemma3_sliding_layers(n_layers, pattern)
 
 
 def _check_shapes(path: Path, c: ModelConfig, tensors: dict[str, QTensor]) -> None:
@@ -358,8 +407,8 @@ def _tokenizer_loader(directory: Path, tokenizer: str | Path | None, hf: dict[st
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path}: cannot read JSON ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise FormatError(f"{path}: cannot read JSON ({clipped(str(exc), 120)})") from None
     if not isinstance(value, dict):
         raise FormatError(f"{path}: expected a JSON object")
     return value

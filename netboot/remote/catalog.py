@@ -51,7 +51,10 @@ def fetch_catalog(client: httpx.Client, url: str) -> list[dict] | None:
         if org in _catalogs:
             return _catalogs[org]
     try:
-        response = client.get(org + "/models", headers={"Accept": "application/json"})
+        # Half the patience of a file request: a server that does not answer at all is found out by that one.
+        wait = client.timeout.read
+        response = client.get(org + "/models", headers={"Accept": "application/json"},
+                              timeout=httpx.Timeout(wait / 2) if wait else client.timeout)
     except httpx.HTTPError:
         return None  # not remembered: the file request will say what is wrong
     entries = None
@@ -118,6 +121,14 @@ def _lookup_file(entries: list[dict], base: str, url: str) -> CatalogFile | None
             if cf is not None and _key(cf.url) == _key(url):
                 return cf
     return None
+
+
+def file_sha256(entries: list[dict] | None, url: str) -> str | None:
+    """The sha256 the catalog gives for the file at `url` (as a model's file, or as the model itself), or None."""
+    model = find(entries, url)
+    if model is None or model.main is None:
+        return None
+    return model.main.sha256
 
 
 def span_hashes(entries: list[dict] | None, url: str) -> dict[tuple[int, int], tuple[str, str]]:

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import httpx
 
-from netboot.errors import IntegrityError, RemoteError, RestartTransfer, TransferAborted
+from netboot.errors import IntegrityError, RemoteError, RestartTransfer, TransferAborted, note, shown
 from netboot.remote.hasher import Hasher
 from netboot.remote.http import as_remote_error, status_error
 from netboot.remote.progress import Progress
 from netboot.remote.sinks import Intervals, Sink
-from netboot.sources.net import Settings, parse_content_range, sleep_before_retry
+from netboot.sources.net import RateCheck, Settings, parse_content_range, sleep_before_retry
 
 MiB = 1 << 20
 MIN_CHUNK = 4 * MiB  # the smallest piece one request of a parallel transfer asks for
@@ -90,9 +90,11 @@ class Transfer:
             # for its last byte with If-Range, so that a changed file is fetched again rather than trusted.
             st.done = Intervals([[s, min(e, st.total - 1)] for s, e in st.done.spans])
         failures = restarts = 0
+        progressed = time.monotonic()  # when the transfer last made real progress
         try:
             while True:
                 before = self.state.done.total()
+                began = time.monotonic()
                 try:
                     outcome = self._round()
                     if outcome is not None:
@@ -109,16 +111,29 @@ class Transfer:
                     if not err.retriable:
                         raise err from None
                     if self.state.done.total() - before >= PROGRESS_RESET:
-                        failures = 0  # real progress: the count bounds failures in a row
+                        failures, progressed = 0, time.monotonic()  # real progress: the count bounds failures in a row
                     failures += 1
-                    if failures > self.settings.retries:
-                        err.unreachable = True
-                        raise err from None
+                    self._give_up_or_say(err, failures, began, progressed)
                     self.sink.save()
                     sleep_before_retry(self.settings, failures)
         finally:
             self._hasher.stop()
             self.sink.save()
+
+    def _give_up_or_say(self, err: RemoteError, failures: int, began: float, progressed: float) -> None:
+        """After the `failures`-th failed round in a row: raise `err` (marked unreachable) once the retries are
+        spent or the transfer has gone `patience` seconds without progress; else, for a round that failed slowly
+        (a timeout, a stall), say on stderr that it is tried again: a long wait is never silent."""
+        now = time.monotonic()
+        waited = now - progressed
+        if self.settings.hopeless(failures, waited):
+            err.unreachable = True
+            if failures <= self.settings.retries:  # retries left, but no hope: say why they were not used
+                err.reason = f"{err.reason} (gave up after {failures} tries in {waited:.0f} s without progress)"
+                err.args = (f"{shown(err.url)}: {err.reason}",)
+            raise err from None
+        if now - began >= 2.0:
+            note(f"{shown(err.url)}: {err.reason}; trying again ({failures} of {self.settings.retries} retries)")
 
     def _finish(self) -> Outcome:
         st = self.state
@@ -353,9 +368,13 @@ class Transfer:
         """Write the body into place from piece.pos on, until piece.end (which a split may lower meanwhile) or,
         when the size is unknown, until the body ends."""
         fd = self.sink.fd
+        rate = RateCheck(self.settings)
         for data in response.iter_raw():
             if self._abort.is_set():
                 raise TransferAborted
+            stalled = rate.add(len(data))
+            if stalled:
+                raise RemoteError(self.url, stalled, retriable=True)
             pos, end = piece.pos, piece.end
             if end is not None and pos + len(data) > end:
                 data = data[: end - pos]

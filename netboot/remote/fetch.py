@@ -27,7 +27,7 @@ from netboot.remote.download import Transfer
 from netboot.remote.http import make_client
 from netboot.remote.progress import Progress
 from netboot.remote.sinks import MemorySink
-from netboot.sources.net import Settings
+from netboot.sources.net import Settings, resolve_token
 from netboot.sources.urls import (
     check_url,
     dir_url,
@@ -65,33 +65,33 @@ class Layout(Protocol):
 class FetchOptions:
     """cache_dir: the cache root (default `netboot.paths.cache_dir()`); sha256: the model file's expected
     digest; connections: parallel ranged connections per file; timeout: seconds to connect, and the longest wait for
-    data; retries: retries of a failed transfer (with backoff); progress: "auto" | "on" | "off"; no_disk: fetch into
-    memory, write nothing; fallbacks: paths or URLs tried in order when the source fails."""
+    data; min_rate: bytes/s below which a transfer is stalled; retries: retries of a failed transfer (with
+    backoff); progress: "auto" | "on" | "off"; no_disk: fetch into memory, write nothing; fallbacks: paths or URLs
+    tried in order when the source fails; token: sent as `Authorization: Bearer TOKEN` (default $NETBOOT_TOKEN)."""
 
     cache_dir: str | Path | None = None
     sha256: str | None = None
     connections: int = 4
-    timeout: float = 30.0
+    timeout: float = 10.0
+    min_rate: float = 1000.0
     retries: int = 3
     progress: str = "auto"
     no_disk: bool = False
     fallbacks: Sequence[str] = ()
+    token: str | None = None
 
     def __post_init__(self):
         if self.sha256 is not None and not _SHA256.match(self.sha256):
             raise NetbootError(f"--sha256 must be 64 hex digits, not {self.sha256!r}")
-        if not 1 <= self.connections <= 64:
-            raise NetbootError("--connections must be between 1 and 64")
-        if not self.timeout > 0:
-            raise NetbootError("--timeout must be positive")
-        if self.retries < 0:
-            raise NetbootError("--retries must not be negative")
+        self.settings()  # checks --timeout, --min-rate, --retries, --connections
         if self.progress not in ("auto", "on", "off"):
             raise NetbootError(f"progress must be auto, on or off, not {self.progress!r}")
         self.fallbacks = tuple(self.fallbacks or ())
 
     def settings(self) -> Settings:
-        return Settings(timeout=self.timeout, retries=self.retries, connections=self.connections)
+        return Settings(timeout=self.timeout, min_rate=self.min_rate, retries=self.retries,
+                        connections=self.connections,
+                        token=resolve_token(self.token))
 
 
 @dataclass
@@ -164,6 +164,16 @@ def _fetch_source(source: str, tokenizer: str | Path | None, options: FetchOptio
         return remote.model(source, str(tokenizer) if tokenizer is not None else None)
 
 
+_warned: set[str] = set()
+
+
+def unverified(url: str) -> None:
+    """Say, once per URL and process, that a model's bytes are used without a sha256 to check them against."""
+    if url not in _warned:
+        _warned.add(url)
+        note(f"{shown(url)}: no catalog entry and no --sha256: booting unverified (nothing to check the bytes against)")
+
+
 class _Remote:
     """One attempt at one URL source: a client, the cache (or memory), and what was fetched."""
 
@@ -217,6 +227,8 @@ class _Remote:
                 tok_path = self._tokenizer_spec(tok_spec)
         else:
             local, main_rel = self._layout_files(url, sha, tokenizer is not None, done)
+            if sha is None:
+                unverified(url)
         if tokenizer is not None:
             tok_path = self.tokenizer(tokenizer) if is_url(tokenizer) else tokenizer
         return self._fetched(url, local, main_rel, tok_path, done)

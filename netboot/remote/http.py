@@ -9,7 +9,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from netboot.errors import RemoteError
-from netboot.sources.net import USER_AGENT, Settings, retriable_status
+from netboot.sources.net import USER_AGENT, Settings, auth_headers, retriable_status, unauthorized_reason
 
 if TYPE_CHECKING:
     import httpx
@@ -42,7 +42,8 @@ def make_client(settings: Settings) -> httpx.Client:
         max_redirects=settings.max_redirects,
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
         # Bytes as stored: a compressed body would break ranges, sizes and the sha256.
-        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        # httpx drops Authorization itself when a redirect leads to another origin.
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **auth_headers(settings.token)},
     )
 
 
@@ -50,6 +51,8 @@ def status_error(response: httpx.Response, url: str | None = None) -> RemoteErro
     code = response.status_code
     phrase = response.reason_phrase or ""
     reason = f"HTTP {code}{' ' + phrase if phrase else ''}"
+    if code == 401:
+        reason = unauthorized_reason("authorization" in response.request.headers)
     retriable = retriable_status(code)
     return RemoteError(url or str(response.request.url), reason, retriable=retriable, status=code)
 

@@ -17,18 +17,22 @@ import http.client
 import json
 import socket
 import ssl
+import time
 from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 
-from netboot.errors import PartialRead, RangeNotSupported, RemoteError, shown
+from netboot.errors import PartialRead, RangeNotSupported, RemoteError, note, shown
 from netboot.sources.net import (
     REDIRECTS,
     USER_AGENT,
+    RateCheck,
     Settings,
+    auth_headers,
     parse_content_range,
     retriable_status,
     sleep_before_retry,
+    unauthorized_reason,
 )
 from netboot.sources.urls import origin
 
@@ -87,7 +91,9 @@ class HttpSource:
         """Fill `out` with bytes [offset, offset + length), resuming after drops; returns the file's size."""
         done, failures = 0, 0
         view = memoryview(out)
+        since = time.monotonic()
         while True:
+            tried = time.monotonic()
             try:
                 return self._request(offset + done, length - done, view[done:], probe)
             except PartialRead as partial:
@@ -98,27 +104,36 @@ class HttpSource:
                 self._drop()
                 raise
             failures += 1
-            self._retry_or_give_up(error, failures)
+            self._retry_or_give_up(error, failures, since, tried)
 
-    def _retry_or_give_up(self, error: RemoteError, failures: int) -> None:
-        """After the `failures`-th failed try: wait (backoff) before the next, or end with an error marked
-        unreachable (which moves a FallbackSource on) once the retries are spent."""
-        if failures > self.settings.retries:
-            final = RemoteError(self.name, f"{error.reason} (gave up after {failures} tries)")
+    def _retry_or_give_up(self, error: RemoteError, failures: int, since: float, tried: float) -> None:
+        """After the `failures`-th failed try (the first began at `since`, this one at `tried`): wait (backoff)
+        before the next, saying so on stderr when this one failed slowly (a timeout); or end with an error marked
+        unreachable (which moves a FallbackSource on) once the retries are spent or `patience` seconds have
+        passed since the first."""
+        now = time.monotonic()
+        if self.settings.hopeless(failures, now - since):
+            final = RemoteError(self.name, f"{error.reason} (gave up after {failures} tries in {now - since:.0f} s)")
             final.unreachable = True
             raise final from None
+        if now - tried >= 2.0:
+            note(f"{shown(self.name)}: {error.reason}; trying again ({failures} of {self.settings.retries} retries)")
         sleep_before_retry(self.settings, failures)
 
     def _request(self, offset: int, length: int, out: memoryview, probe: bool) -> int:
         received = 0
         try:
             response, size = self._open("main", offset, length, probe)
+            rate = RateCheck(self.settings)
             while received < length:
-                n = response.readinto(out[received:length])
+                n = read_some(response, out[received:length])
                 if not n:
                     raise PartialRead(received, RemoteError(self.name, "the server closed the connection before "
                                                                     "the end of the range", retriable=True))
                 received += n
+                stalled = rate.add(n)
+                if stalled:
+                    raise PartialRead(received, RemoteError(self.name, stalled, retriable=True))
             if response.length:  # more than the Content-Range said
                 raise RemoteError(self.name, f"the server sent more than the {length} bytes asked for")
             return size
@@ -132,7 +147,7 @@ class HttpSource:
                    "Accept-Encoding": "identity"}
         for _ in range(self.settings.max_redirects + 1):
             conn = self._connection(slot)
-            conn.request("GET", self._path(), headers=headers)
+            conn.request("GET", self._path(), headers={**headers, **self._auth()})
             response = conn.getresponse()
             if response.status not in REDIRECTS:
                 break
@@ -149,8 +164,10 @@ class HttpSource:
                                     "pull URL), or serve it with netboot serve or nginx")
         if response.status != 206:
             retriable = retriable_status(response.status)
-            error = RemoteError(self.name, f"HTTP {response.status} {response.reason}".rstrip(),
-                                retriable=retriable, status=response.status)
+            reason = f"HTTP {response.status} {response.reason}".rstrip()
+            if response.status == 401:
+                reason = unauthorized_reason(bool(self._auth()))
+            error = RemoteError(self.name, reason, retriable=retriable, status=response.status)
             if retriable:
                 raise PartialRead(0, error)
             raise error
@@ -162,6 +179,10 @@ class HttpSource:
         output table): one request instead of one per chunk, 3.3-4.5 GB/s on loopback against 1.3 GB/s in 2 MiB
         requests."""
         return RangeStream(self, offset, length, slot)
+
+    def _auth(self) -> dict[str, str]:
+        """The token's header, for the origin the user named only (not for one a redirect leads to)."""
+        return auth_headers(self.settings.token) if origin(self._target) == origin(self.name) else {}
 
     def _follow(self, url: str) -> None:
         if origin(url) != origin(self._target):
@@ -189,7 +210,7 @@ class HttpSource:
         try:
             conn = self._connection()
             conn.request("GET", urlsplit(origin(self._target) + "/models").path,
-                         headers={"Accept": "application/json", "User-Agent": USER_AGENT})
+                         headers={"Accept": "application/json", "User-Agent": USER_AGENT, **self._auth()})
             response = conn.getresponse()
             body = response.read()
             if response.status != 200:
@@ -211,22 +232,29 @@ class RangeStream:
     def __init__(self, source: HttpSource, offset: int, length: int, slot: str):
         self.source, self.pos, self.end, self.slot = source, offset, offset + length, slot
         self.response = None
+        self.rate = RateCheck(source.settings)
 
     def read(self, n: int, buf: np.ndarray) -> np.ndarray:
         """The next n bytes, into buf[:n]."""
         src = self.source
         view = memoryview(buf)[:n]
         done, failures = 0, 0
+        since = time.monotonic()
         while done < n:
+            tried = time.monotonic()
             try:
                 if self.response is None:
                     self.response, _ = src._open(self.slot, self.pos, self.end - self.pos)
-                k = self.response.readinto(view[done:])
+                    self.rate = RateCheck(src.settings)
+                k = read_some(self.response, view[done:])
                 if not k:
                     raise PartialRead(0, RemoteError(src.name, "the server closed the connection before the end of "
                                                             "the range", retriable=True))
                 done += k
                 self.pos += k
+                stalled = self.rate.add(k)
+                if stalled:
+                    raise PartialRead(0, RemoteError(src.name, stalled, retriable=True))
             except (PartialRead, OSError, http.client.HTTPException) as e:
                 error = e.error if isinstance(e, PartialRead) else RemoteError(src.name, _reason(e, src.settings),
                                                                              retriable=True)
@@ -234,7 +262,7 @@ class RangeStream:
                 if not error.retriable:
                     raise error from None
                 failures += 1
-                src._retry_or_give_up(error, failures)
+                src._retry_or_give_up(error, failures, since, tried)
             except RemoteError:
                 self._reset()
                 raise
@@ -249,6 +277,24 @@ class RangeStream:
         if self.response is not None and self.pos < self.end:
             self._reset()  # the rest of the body is not wanted: the connection cannot serve another request
         self.response = None
+
+
+def read_some(response: http.client.HTTPResponse, view: memoryview) -> int:
+    """Body bytes into `view`, from at most one receive (BufferedReader.readinto1: straight into the buffer, no
+    copy): `HTTPResponse.readinto` would wait until the whole view is full, so a server that trickles a byte every
+    few seconds would never be seen to be slow. 0 at the end of the body or of the connection."""
+    if response.chunked or response.fp is None:
+        return response.readinto(view)
+    if response.length is not None:
+        view = view[: response.length]
+    if not view:
+        return 0
+    n = response.fp.readinto1(view)
+    if n and response.length is not None:
+        response.length -= n
+        if not response.length:
+            response.close()  # the body is complete: the connection is free for the next request
+    return n
 
 
 def _reason(exc: BaseException, settings: Settings) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import array
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from netboot.errors import FormatError, UnsupportedError
+from netboot.errors import FormatError, UnsupportedError, clipped
 from netboot.tokenizers.base import StreamDecoder, check_id
 from netboot.tokenizers.merges import merge_pairs
 from netboot.tokenizers.special import (
@@ -92,13 +93,21 @@ class SPMTokenizer:
     def from_gguf_metadata(cls, meta: Mapping[str, Any]) -> SPMTokenizer:
         """Builds the tokenizer from a GGUF metadata dict (keys exactly as in the file)."""
         model = meta.get("tokenizer.ggml.model")
-        if model != "llama":
-            raise UnsupportedError(f"tokenizer model {model!r} is not supported (only 'llama', SentencePiece-style)")
+        if not isinstance(model, str) or model != "llama":
+            raise UnsupportedError(
+                f"tokenizer model {clipped(model)} is not supported (only 'llama', SentencePiece-style)"
+            )
         tokens = meta.get("tokenizer.ggml.tokens")
         if tokens is None:
             raise FormatError("GGUF metadata has no tokenizer.ggml.tokens")
+        if not isinstance(tokens, Sequence) or isinstance(tokens, str) or (
+            isinstance(tokens, list) and not all(isinstance(t, str) for t in tokens)
+        ):
+            raise FormatError(f"GGUF tokenizer.ggml.tokens is not an array of strings: {clipped(tokens)}")
         n = len(tokens)
         p = "tokenizer.ggml."
+        _check_numbers(meta, p + "scores", "fiu")
+        _check_numbers(meta, p + "token_type", "iu")
         special_ids = {
             kind: _meta_id(meta, f"{p}{kind}_token_id", None, n)
             for kind in ("fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep")
@@ -115,9 +124,9 @@ class SPMTokenizer:
             unk_id=_meta_id(meta, p + "unknown_token_id", 0, n),
             eot_id=_meta_id(meta, p + "eot_token_id", None, n),
             eom_id=_meta_id(meta, p + "eom_token_id", None, n),
-            add_bos=bool(meta.get(p + "add_bos_token", True)),
-            add_eos=bool(meta.get(p + "add_eos_token", False)),
-            add_space_prefix=bool(meta.get(p + "add_space_prefix", True)),
+            add_bos=_flag(meta, p + "add_bos_token", True),
+            add_eos=_flag(meta, p + "add_eos_token", False),
+            add_space_prefix=_flag(meta, p + "add_space_prefix", True),
             model_name=str(meta.get("general.name", "")),
             special_ids=special_ids,
         )
@@ -275,5 +284,23 @@ def _meta_id(meta: Mapping[str, Any], key: str, default: int | None, n_tokens: i
     value = meta.get(key)
     if value is None:
         return default
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise FormatError(f"GGUF {key} must be an integer, not {clipped(value)}")
     value = int(value)
     return value if 0 <= value < n_tokens else default
+
+
+def _flag(meta: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = meta.get(key, default)
+    if not isinstance(value, (bool, np.bool_, numbers.Integral)):
+        raise FormatError(f"GGUF {key} must be a boolean, not {clipped(value)}")
+    return bool(value)
+
+
+def _check_numbers(meta: Mapping[str, Any], key: str, kinds: str) -> None:
+    """A per-token array must be a flat array of numbers (of dtype kinds `kinds`), when present."""
+    value = meta.get(key)
+    if isinstance(value, list) and all(isinstance(x, numbers.Real) for x in value):
+        value = np.asarray(value)  # a list written by hand (tests, tools); GGUF itself gives arrays
+    if value is not None and not (isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in kinds):
+        raise FormatError(f"GGUF {key} is not an array of numbers: {clipped(value)}")

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,7 +285,7 @@ print(json.dumps({**report, "peak": memory.peak_rss()}))
 
 
 @pytest.fixture(scope="module")
-def big_llama(tmp_path_factory) -> Path:
+def big_llama(tmp_path_factory) -> Iterator[Path]:
     """A 2.1 GB Llama (TinyLlama's shapes, 40 layers, Q8_0 random blocks), written once per run."""
     from support.quantdata import random_blocks
     from support.synthetic import SynthConfig, write_gguf_tensors
@@ -302,7 +303,8 @@ def big_llama(tmp_path_factory) -> Path:
     write_gguf_tensors(path, config, tensors)
     del tensors
     assert path.stat().st_size > 2 * 10**9
-    return path
+    yield path
+    path.unlink(missing_ok=True)  # 2.1 GB: not left in pytest's temporary directory
 
 
 def big_run(path: Path, budget: str, prefetch: int = 1) -> dict:

@@ -28,6 +28,7 @@ said otherwise):
     redirect        /NAME answers 302 to /r/NAME, which serves the file; /loop/... redirects to itself
     error500        500 for every path
     flaky           the first --count responses are cut after --after body bytes (connection closed)
+    trickle         bodies one byte every --interval seconds (2): never silent long enough for a read timeout
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ class Server:
         rate = args.rate if self.mode == "throttle" or args.rate_given else None
         if rate:
             chunk = max(1024, int(rate) // 20)
+        if self.mode == "trickle":
+            chunk, rate = 1, 1 / args.interval
         sent = 0
         middle = None
         if self.mode == "lie":
@@ -270,7 +273,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["ok", "throttle", "norange", "badrange", "lie", "stall", "stall-headers",
-                                         "html", "html404", "redirect", "error500", "flaky"])
+                                         "html", "html404", "redirect", "error500", "flaky", "trickle"])
     parser.add_argument("root")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log", default=None)
@@ -278,6 +281,7 @@ def main() -> None:
     parser.add_argument("--after", type=int, default=65536, help="body bytes before stalling or cutting")
     parser.add_argument("--count", type=int, default=None, help="responses cut (flaky, default 1); bodies corrupted "
                         "(lie, default all)")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between the bytes of a trickle")
     parser.add_argument("--catalog", action="store_true", help="serve GET /models")
     parser.add_argument("--catalog-wrong-size", action="store_true", help="the catalog says one byte more")
     parser.add_argument("--catalog-layers", action="store_true", help="the catalog has per-layer spans and sha256")

@@ -25,7 +25,11 @@ PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
 def clean_env(home: Path | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS and k != "NETBOOT_CACHE"}
+    """This process's environment without proxies (the tests talk to 127.0.0.1 only). NETBOOT_CACHE stays, so the
+    children share the session's compiled kernels and default model rather than filling ~/.cache; with `home`
+    (a test of what a run writes under HOME) it goes, and HOME is `home`."""
+    drop = {"NETBOOT_CACHE"} if home is not None else set()
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS and k not in drop}
     if home is not None:
         env["HOME"] = str(home)
     env.update(extra)
@@ -178,10 +182,10 @@ http {{
                         kind="nginx")
         return self._add(server)
 
-    def netboot_serve(self, directory: Path) -> Server:
+    def netboot_serve(self, directory: Path, *extra: str) -> Server:
         if not (ROOT / "netboot" / "commands" / "serve.py").exists():
             pytest.skip("netboot serve is not there yet (netboot/commands/serve.py)")
-        cmd = [sys.executable, "-m", "netboot", "serve", str(directory), "--port", "0"]
+        cmd = [sys.executable, "-m", "netboot", "serve", str(directory), "--port", "0", *extra]
         return self._add(Server(cmd, r"serving .* on http://127\.0\.0\.1:(\d+)", kind="netboot serve"))
 
     def stop(self) -> None:

@@ -50,10 +50,18 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[Server]:
+def serving(root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
+            nofile: int | None = None) -> Iterator[Server]:
+    """`nofile`: the server process's descriptor limit (RLIMIT_NOFILE, soft and hard)."""
     cmd = [sys.executable, "-m", "netboot", "serve", str(root), "--port", "0", *args]
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=limit if nofile else None)
     server = Server(proc)
     ready = threading.Event()
 
