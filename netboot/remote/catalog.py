@@ -70,15 +70,28 @@ def fetch_catalog(client: httpx.Client, url: str) -> list[dict] | None:
     return entries
 
 
+def _list(value: object) -> list:
+    """A catalog field that should be a list: anything else counts as absent (a server's JSON is not trusted)."""
+    return value if isinstance(value, list) else []
+
+
+def _size(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _sha256(value: object) -> str | None:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value):
+        return value.lower()
+    return None
+
+
 def _file(base: str, f: dict) -> CatalogFile | None:
-    if not isinstance(f, dict) or not f.get("url"):
+    if not isinstance(f, dict) or not isinstance(f.get("url"), str) or not f["url"]:
         return None
-    url = urljoin(base, str(f["url"]))
-    size = f.get("size")
-    sha = f.get("sha256")
-    return CatalogFile(url, str(f.get("path") or unquote(urlsplit(url).path.rsplit("/", 1)[-1])),
-                       int(size) if isinstance(size, int) else None,
-                       sha.lower() if isinstance(sha, str) and len(sha) == 64 else None)
+    url = urljoin(base, f["url"])
+    path = f.get("path")
+    return CatalogFile(url, path if isinstance(path, str) and path else unquote(urlsplit(url).path.rsplit("/", 1)[-1]),
+                       _size(f.get("size")), _sha256(f.get("sha256")))
 
 
 def find(entries: list[dict] | None, url: str) -> CatalogModel | None:
@@ -89,8 +102,8 @@ def find(entries: list[dict] | None, url: str) -> CatalogModel | None:
     want = _key(url)
     for by_file in (False, True):
         for e in entries:
-            files = [f for f in (_file(base, f) for f in e.get("files") or []) if f is not None]
-            eurl = urljoin(base, str(e.get("url") or ""))
+            files = [f for f in (_file(base, f) for f in _list(e.get("files"))) if f is not None]
+            eurl = urljoin(base, e["url"] if isinstance(e.get("url"), str) else "")
             main = None
             if not by_file:
                 if not e.get("url") or _key(eurl) != want:
@@ -98,7 +111,8 @@ def find(entries: list[dict] | None, url: str) -> CatalogModel | None:
                 main = next((f for f in files if _key(f.url) == want), None)
                 if main is None and not want[0].endswith("/"):
                     if not files:  # an entry without a file list: the URL is the file
-                        files = [CatalogFile(eurl, eurl.rsplit("/", 1)[-1], e.get("size"), e.get("sha256"))]
+                        files = [CatalogFile(eurl, eurl.rsplit("/", 1)[-1], _size(e.get("size")),
+                                             _sha256(e.get("sha256")))]
                     main = files[0] if len(files) == 1 else None
             else:
                 main = next((f for f in files if _key(f.url) == want), None)
@@ -116,7 +130,7 @@ def find(entries: list[dict] | None, url: str) -> CatalogModel | None:
 
 def _lookup_file(entries: list[dict], base: str, url: str) -> CatalogFile | None:
     for e in entries:
-        for f in e.get("files") or []:
+        for f in _list(e.get("files")):
             cf = _file(base, f)
             if cf is not None and _key(cf.url) == _key(url):
                 return cf
@@ -140,13 +154,14 @@ def span_hashes(entries: list[dict] | None, url: str) -> dict[tuple[int, int], t
     base = origin(url) + "/models"
     want = _key(url)
     for e in entries:
-        for f in e.get("files") or []:
+        for f in _list(e.get("files")):
             cf = _file(base, f)
             if cf is None or _key(cf.url) != want:
                 continue
             spans = {}
-            for r in (e.get("layers") or []) + (e.get("globals") or []):
-                if not isinstance(r, dict) or r.get("file") != cf.path:
+            for r in _list(e.get("layers")) + _list(e.get("globals")):
+                if not isinstance(r, dict) or r.get("file") != cf.path or _size(r.get("start")) is None \
+                        or _size(r.get("end")) is None:
                     continue
                 for name, new in SPAN_DIGESTS.items():
                     digest = r.get(name)

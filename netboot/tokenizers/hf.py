@@ -107,7 +107,8 @@ class HFTokenizer:
         try:
             tok = _HFTok.from_file(str(tokenizer_json_path))
         except Exception as exc:
-            raise FormatError(f"{tokenizer_json_path}: cannot load tokenizer.json: {exc}") from exc
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]  # the library's words, one line
+            raise FormatError(f"{tokenizer_json_path}: cannot load tokenizer.json: {reason}") from exc
         return cls(tok, config, tokenizer_config)
 
     def token_piece(self, token_id: int) -> str:
