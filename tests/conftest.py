@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from netboot.default_model import default_model_path as assemble_default_model
 from netboot.formats.gguf import read_gguf
@@ -90,3 +92,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "servers" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.network)
+
+
+# Property tests explore new examples on a developer's machine; in CI (CI=true) they replay a fixed set, so that a
+# run's outcome depends on the code alone. scripts/fuzz.py is the place for long random campaigns.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

@@ -106,9 +106,10 @@ class HFTokenizer:
             raise UnsupportedError("the 'tokenizers' package is needed for tokenizer.json") from exc
         try:
             tok = _HFTok.from_file(str(tokenizer_json_path))
-        except Exception as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]  # the library's words, one line
-            raise FormatError(f"{tokenizer_json_path}: cannot load tokenizer.json: {reason}") from exc
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a Rust panic in the library is a BaseException (pyo3's PanicException)
+            raise FormatError(f"{tokenizer_json_path}: cannot load tokenizer.json: {_one_line(exc)}") from exc
         return cls(tok, config, tokenizer_config)
 
     def token_piece(self, token_id: int) -> str:
@@ -134,6 +135,10 @@ class HFTokenizer:
             if add_bos and self._post_processor_bos:
                 return list(tok.encode(text, add_special_tokens=True).ids)
             ids = list(tok.encode(text, add_special_tokens=False).ids)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the library's errors and panics on a hostile tokenizer.json
+            raise FormatError(f"tokenizer.json cannot encode this text: {_one_line(exc)}") from exc
         finally:
             if has_flag:
                 tok.encode_special_tokens = previous
@@ -146,3 +151,8 @@ class HFTokenizer:
 
     def stream_decoder(self) -> StreamDecoder:
         return WindowStreamDecoder(self.decode)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The library's words about a failure, one line of at most 200 characters."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200] or type(exc).__name__
