@@ -27,7 +27,6 @@ import asyncio
 import errno
 import hmac
 import json
-import logging
 import mimetypes
 import os
 import re
@@ -41,13 +40,12 @@ from typing import Any, TextIO
 from urllib.parse import unquote
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import access_logger
 from aiohttp.web_protocol import RequestHandler
 
 from netboot.errors import Unsatisfiable
 from netboot.fileserver.catalog import Catalog, etag, is_hidden, render_entry
+from netboot.fileserver.log import AccessLog, peer_port, server_logger, write_log
 from netboot.fileserver.ranges import (
     http_date,
     if_range_allows,
@@ -143,81 +141,6 @@ def default_max_connections() -> int:
     except (ImportError, OSError, ValueError):
         return 256
     return max(8, min(1024, (soft - FD_RESERVE) // 2))
-
-
-class _OneLine(logging.Formatter):
-    """aiohttp's own error reports: one line for what a client caused (a malformed request, a client gone), the
-    whole traceback for anything else (a bug)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and isinstance(exc, HttpProcessingError | ConnectionError):
-            return f"netboot: {record.getMessage()}: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-        return "netboot: " + super().format(record)
-
-
-def server_logger(stream: TextIO) -> logging.Logger:
-    logger = logging.getLogger("netboot.fileserver")
-    if not logger.handlers:
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(_OneLine())
-        logger.addHandler(handler)
-        logger.propagate = False
-    return logger
-
-
-class AccessLog(AbstractAccessLogger):
-    """aiohttp's access-log hook, for the answers aiohttp gives itself (a malformed request: 400); the answers of
-    ModelServer.handle are logged by it, with the bytes actually sent."""
-
-    stream: TextIO = sys.stderr
-
-    def log(self, request, response, time_taken: float) -> None:
-        try:
-            if request.get("netboot.logged"):
-                return
-        except Exception:  # noqa: BLE001 - a half-parsed request may not even be a mapping
-            pass
-        write_log(self.stream, _peer(request), getattr(request, "method", "?"), _raw_path(request),
-                  response.status, response.body_length, time_taken, None)
-
-    @property
-    def enabled(self) -> bool:
-        return True
-
-
-def write_log(stream: TextIO, client: str | None, method: str, path: str, status: int, sent: int, duration: float,
-              range_header: str | None, port: int | None = None) -> None:
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
-              "client": client, "port": port, "method": method, "path": path, "status": status, "bytes": sent,
-              "duration": round(duration, 6), "range": range_header}
-    try:
-        stream.write(json.dumps(record) + "\n")
-        stream.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def _peer(request) -> str | None:
-    try:
-        return request.remote
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _peer_port(request) -> int | None:
-    try:
-        peer = request.transport.get_extra_info("peername")
-        return int(peer[1])
-    except Exception:  # noqa: BLE001 - no transport (closed) or not an IP socket
-        return None
-
-
-def _raw_path(request) -> str:
-    try:
-        return request.raw_path
-    except Exception:  # noqa: BLE001
-        return ""
 
 
 class ModelServer:
@@ -323,7 +246,7 @@ class ModelServer:
                     body = getattr(response, "body", None)
                     sent = len(body) if isinstance(body, bytes) else response.body_length
             write_log(self.log, request.remote, request.method, request.raw_path, status, sent,
-                      time.monotonic() - started, request.headers.get("Range"), _peer_port(request))
+                      time.monotonic() - started, request.headers.get("Range"), peer_port(request))
             if isinstance(protocol, Connection):
                 protocol.arm()
 
