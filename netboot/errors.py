@@ -8,6 +8,11 @@ The interfaces turn a `NetbootError` into one line, `netboot: error: ...`, and e
      |    +-- TruncatedHeader    a GGUF header runs past the bytes given (a remote header's prefix is then grown)
      +-- UnsupportedError        well-formed, but uses what netboot does not run (architecture, tensor type)
      +-- MemoryBudgetError       --max-memory cannot hold what the run needs even with every weight streamed
+     +-- ChatTemplateError       a chat template that does not parse or fails to render
+     |    +-- ConversationRejected  a conversation the template refuses (raise_exception, unknown role)
+     +-- RequestError            a generation request the engine cannot take as it is (bad field, too long)
+     |    +-- ContextLimitError  a prompt at or over the context: reported, never truncated
+     +-- CapacityError           the engine is full now (queue, KV memory): try again after `retry_after` s
      +-- RemoteError             a network source failed (reason, retriable, unreachable, HTTP status)
           +-- IntegrityError     bytes that are not the ones expected (sha256, size, span digest): never retried
           +-- RangeNotSupported  a server that answers a Range request with the whole file
@@ -60,6 +65,31 @@ class UnsupportedError(NetbootError):
 
 class MemoryBudgetError(NetbootError):
     """The budget cannot hold what the run needs even with every weight streamed."""
+
+
+class ChatTemplateError(NetbootError):
+    """A chat template that cannot be parsed or rendered."""
+
+
+class ConversationRejected(ChatTemplateError):
+    """A conversation the chat template refuses: its `raise_exception`, a role a built-in format does not know, a
+    message that is not a role and a content."""
+
+
+class RequestError(NetbootError):
+    """A generation request the engine cannot take as it is: a field out of range, a prompt it cannot hold."""
+
+
+class ContextLimitError(RequestError):
+    """A prompt that does not fit the context; never truncated silently."""
+
+
+class CapacityError(NetbootError):
+    """The engine cannot take a request now (its queue is full); `retry_after` seconds is a fair wait."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RemoteError(NetbootError):

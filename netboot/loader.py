@@ -75,12 +75,12 @@ def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **netw
 
 
 def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, max_memory: int | None = None,
-         positions: int | Callable[[Any], int] = 512, prefetch: int = 1, **network: Any) -> LoadedModel:
+         positions: int | Callable[[ModelFile], int] = 512, prefetch: int = 1, **network: Any) -> LoadedModel:
     """Open a model without copying its weights: every tensor stays a view of the file (or of the memory a
     `no_disk=True` boot received it into). `ref` may be an http(s):// URL; see `open_ref` for `network`.
 
     With `max_memory` (bytes of peak RSS), weights that do not fit are streamed from the file as the forward pass
-    needs them (`netboot.placement.streamed`), for runs of up to `positions` tokens (or `positions(tokenizer)`), reading
+    needs them (`netboot.placement.streamed`), for runs of up to `positions` tokens (or `positions(file)`), reading
     `prefetch` layers ahead."""
     if max_memory is None:
         from netboot.backends.cpu.warm import warm
@@ -115,7 +115,7 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, ne
     if file.tokenizer_loader is not None:
         file.tokenizer  # noqa: B018 - the tokenizer is part of what the process holds before weights
     if callable(positions):
-        positions = positions(file.tokenizer)
+        positions = positions(file)
     plan = make_plan(file, Resources.measure(max_memory, compiled), RunLimits(positions, prefetch))
     return LoadedModel(file, assemble(plan.stage, file, source, hashes), plan, source)
 

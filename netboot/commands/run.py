@@ -8,7 +8,12 @@ import sys
 import time
 
 from netboot.commands import Limit, check_limits, flag_size
-from netboot.commands.options import add_network_arguments, network_options
+from netboot.commands.options import (
+    add_network_arguments,
+    add_sampling_arguments,
+    network_options,
+    sampling_limits,
+)
 
 
 def add_parser(sub) -> None:
@@ -16,14 +21,7 @@ def add_parser(sub) -> None:
     run.add_argument("model", nargs="?", default=None, help="model file (GGUF, llama2.c .bin, SafeTensors) or its "
                      "http(s):// URL; default: the packaged Gemma 3 270M")
     run.add_argument("-p", "--prompt", required=True)
-    run.add_argument("-n", "--max-tokens", type=int, default=128, help="most new tokens to generate (default 128)")
-    run.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    run.add_argument("--top-k", type=int, default=40, help="0 = off (default 40)")
-    run.add_argument("--top-p", type=float, default=0.95, help="1 = off (default 0.95)")
-    run.add_argument("--min-p", type=float, default=0.05, help="0 = off (default 0.05)")
-    run.add_argument("--repeat-penalty", type=float, default=1.0, help="1 = off (default 1.0)")
-    run.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalty looks back over (default 64)")
-    run.add_argument("--seed", type=int, default=None)
+    add_sampling_arguments(run, max_tokens=128)
     run.add_argument("--stop", action="append", default=[], help="stop when this text is generated (repeatable)")
     run.add_argument("--threads", type=int, default=None,
                      help="threads for the matrix products (default: the cores this process may use)")
@@ -41,18 +39,8 @@ def add_parser(sub) -> None:
     run.set_defaults(handler=main, check=check)
 
 
-MAX_TOKENS = 1 << 20  # beyond any context length netboot runs
-SEED_MAX = 2**32 - 1  # llama.cpp's seeds are 32-bit too
-
 LIMITS = {
-    "max_tokens": Limit("-n/--max-tokens", 0, MAX_TOKENS),
-    "temperature": Limit("--temperature", 0),
-    "top_k": Limit("--top-k", 0),
-    "top_p": Limit("--top-p", 0, 1, above=True),
-    "min_p": Limit("--min-p", 0, 1),
-    "repeat_penalty": Limit("--repeat-penalty", 0, above=True),
-    "repeat_last_n": Limit("--repeat-last-n", 0, MAX_TOKENS),
-    "seed": Limit("--seed", 0, SEED_MAX),
+    **sampling_limits(min_tokens=0),
     "prefetch": Limit("--prefetch", 0),
 }
 
@@ -80,8 +68,8 @@ def main(args: argparse.Namespace) -> int:
 
     memory = {}
     if args.max_memory is not None:
-        def positions(tokenizer) -> int:  # the KV cache the run needs: its prompt and what it may generate
-            return len(tokenizer.encode(args.prompt, parse_special=not args.no_special)) + args.max_tokens
+        def positions(file) -> int:  # the KV cache the run needs: its prompt and what it may generate
+            return len(file.tokenizer.encode(args.prompt, parse_special=not args.no_special)) + args.max_tokens
 
         budget = flag_size("--max-memory", args.max_memory, positive=True)
         memory = {"max_memory": budget, "positions": positions, "prefetch": args.prefetch}

@@ -1,5 +1,6 @@
 """Choosing the next token from logits, in llama.cpp's default order:
-repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw (greedy when temperature is 0)."""
+penalties (repetition, presence, frequency) -> top-k -> top-p -> min-p -> temperature -> draw (greedy when
+temperature is 0). `log_probabilities` gives the model's own log-probabilities of a step (before any of that)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class SamplingParams:
     min_p: float = 0.05  # 0.0: off
     repeat_penalty: float = 1.0  # 1.0: off
     repeat_last_n: int = 64
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from each token seen in the last repeat_last_n
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted for each time a token was seen there
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -33,6 +36,8 @@ class SamplingParams:
         _need("min_p", self.min_p, 0, 1)
         _need("repeat_penalty", self.repeat_penalty, 0, above=True)
         _need("repeat_last_n", self.repeat_last_n, 0, LOOKBACK_MAX, whole=True)
+        _need("presence_penalty", self.presence_penalty, -2, 2)
+        _need("frequency_penalty", self.frequency_penalty, -2, 2)
         if self.seed is not None:
             _need("seed", self.seed, 0, SEED_MAX, whole=True)
 
@@ -68,8 +73,13 @@ class Sampler:
     def sample(self, logits: np.ndarray) -> int:
         p = self.params
         logits = np.asarray(logits, dtype=np.float32)
-        if p.repeat_penalty != 1.0 and self.recent:
-            logits = apply_repeat_penalty(logits, np.fromiter(set(self.recent), dtype=np.int64), p.repeat_penalty)
+        if self.recent and (p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty):
+            seen, counts = np.unique(np.fromiter(self.recent, dtype=np.int64), return_counts=True)
+            if p.repeat_penalty != 1.0:
+                logits = apply_repeat_penalty(logits, seen, p.repeat_penalty)
+            if p.presence_penalty or p.frequency_penalty:
+                logits = logits.copy()
+                logits[seen] -= np.float32(p.presence_penalty) + counts * np.float32(p.frequency_penalty)
         if p.greedy:
             return int(np.argmax(logits))
         ids, vals = top_k(logits, p.top_k)
@@ -84,6 +94,15 @@ class Sampler:
         with np.errstate(over="ignore"):
             probs = softmax((vals.astype(np.float64) - vals[0]) / p.temperature)
         return int(ids[self.rng.choice(len(ids), p=probs)])
+
+
+def log_probabilities(logits: np.ndarray, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    """The log-probability of `token` under the softmax of `logits`, and the `top` most likely (id, log-prob)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    peak = logits.max()
+    lse = peak + np.log(np.exp(logits - peak).sum())
+    ids, vals = top_k(logits, top) if top > 0 else (np.zeros(0, np.int64), np.zeros(0))
+    return float(logits[token] - lse), [(int(i), float(v - lse)) for i, v in zip(ids, vals, strict=True)]
 
 
 def apply_repeat_penalty(logits: np.ndarray, tokens: np.ndarray, penalty: float) -> np.ndarray:

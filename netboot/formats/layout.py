@@ -20,6 +20,7 @@ from netboot.sources.urls import file_name, is_dir_url, sibling
 CONFIG = "config.json"
 HF_TOKENIZER = "tokenizer.json"
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+CHAT_TEMPLATE = "chat_template.jinja"  # a model's chat template when not in tokenizer_config.json
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 LLAMA2C_TOKENIZER = "tokenizer.bin"
@@ -65,7 +66,8 @@ def _is_gguf(path: str | None) -> bool:
 def _hf_tokenizer(given: bool) -> list[Companion]:
     if given:
         return []
-    return [Companion(HF_TOKENIZER, optional=True), Companion(HF_TOKENIZER_CONFIG, optional=True)]
+    return [Companion(HF_TOKENIZER, optional=True), Companion(HF_TOKENIZER_CONFIG, optional=True),
+            Companion(CHAT_TEMPLATE, optional=True)]
 
 
 def _safetensors_directory(url: str, got: Mapping[str, str | None], tokenizer: bool) -> list[Companion]:

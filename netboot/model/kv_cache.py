@@ -40,8 +40,22 @@ class KVCache:
             self._grow(needed)
         return self.k[layer - self.start], self.v[layer - self.start]
 
-    def _grow(self, needed: int) -> None:
-        capacity = max(needed, 2 * self.capacity)
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
+
+    @staticmethod
+    def bytes_per_position(config: ModelConfig, start: int = 0, stop: int | None = None) -> int:
+        layers = (config.n_layers if stop is None else stop) - start
+        return 2 * layers * config.n_kv_heads * config.head_dim * 4
+
+    def reserve(self, positions: int) -> None:
+        """Hold exactly `positions` (when more than now): an engine that budgets its caches sizes them itself."""
+        if positions > self.capacity:
+            self._grow(positions, exact=True)
+
+    def _grow(self, needed: int, exact: bool = False) -> None:
+        capacity = needed if exact else max(needed, 2 * self.capacity)
         for cache in (self.k, self.v):
             for i, old in enumerate(cache):
                 new = np.zeros((old.shape[0], capacity, old.shape[2]), np.float32)

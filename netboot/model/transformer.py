@@ -1,7 +1,8 @@
 """The transformer: Llama family and Gemma 3.
 
 A forward pass is `run_layers(h, start, stop, cache, pos)`: layers [start, stop) on a hidden state, with
-that range's KV cache. Embedding and output head are separate steps, so a range of layers can run on
+that range's KV cache; `run_batch` does the same for several sequences at once, each a `Span` of the rows with its
+own cache. Embedding and output head are separate steps, so a range of layers can run on
 another machine, or with weights streamed in one layer at a time. Where the weights are is the `Weights`
 placement's business, how the operations run the `Backend`'s.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from netboot.backends.base import Backend, select
 from netboot.config import ModelConfig
 from netboot.model.kv_cache import KVCache
-from netboot.model.layer import layer
+from netboot.model.layer import Span, layer
 from netboot.placement.base import Weights
 
 
@@ -34,11 +35,16 @@ class Model:
 
     def run_layers(self, h: np.ndarray, start: int, stop: int, cache: KVCache, pos: int) -> np.ndarray:
         """Layers [start, stop) on hidden states h (T, dim) for positions pos..pos+T-1."""
-        positions = np.arange(pos, pos + h.shape[0])
+        return self.run_batch(h, start, stop, [Span(0, h.shape[0], cache, pos)])
+
+    def run_batch(self, h: np.ndarray, start: int, stop: int, spans: list[Span]) -> np.ndarray:
+        """Layers [start, stop) on the hidden states h (T, dim) of several sequences: each of `spans` names its
+        rows, cache and first position. Every weight is read once for the whole batch."""
         for i in range(start, stop):
-            h = layer(self.backend, self.config, i, self.weights.layer(i), h, cache, positions)
-        if stop == cache.stop:
-            cache.length = pos + h.shape[0]
+            h = layer(self.backend, self.config, i, self.weights.layer(i), h, spans)
+        for s in spans:
+            if stop == s.cache.stop:
+                s.cache.length = s.pos + s.hi - s.lo
         return h
 
     def logits(self, h: np.ndarray) -> np.ndarray:
@@ -50,3 +56,14 @@ class Model:
         """Logits of the last position after feeding `tokens` at positions pos.. through every layer."""
         h = self.run_layers(self.embed(tokens), 0, self.config.n_layers, cache, pos)
         return self.logits(h[-1:])[0]
+
+    def forward_batch(self, runs: list[tuple[list[int], KVCache, int]]) -> np.ndarray:
+        """Logits (len(runs), vocab) of the last position of each run (tokens, cache, pos), all fed through every
+        layer in one pass."""
+        spans, lo = [], 0
+        for tokens, cache, pos in runs:
+            spans.append(Span(lo, lo + len(tokens), cache, pos))
+            lo += len(tokens)
+        ids = np.concatenate([np.asarray(t, dtype=np.int64) for t, _, _ in runs])
+        h = self.run_batch(self.embed(ids), 0, self.config.n_layers, spans)
+        return self.logits(h[[s.hi - 1 for s in spans]])

@@ -56,6 +56,10 @@ class CpuBackend:
     def attend(self, q: np.ndarray, keys: np.ndarray, values: np.ndarray, positions: np.ndarray, window: int | None,
                scale: float) -> np.ndarray:
         t, n_heads, head_dim = q.shape
+        if t == 1 and keys.flags.c_contiguous and values.flags.c_contiguous:  # a decoding step: one compiled loop
+            pos = int(positions[0])
+            first = max(0, pos - window + 1) if window is not None else 0
+            return ops.attend_one(np.ascontiguousarray(q[0]), keys, values, first, pos + 1, np.float32(scale))[None]
         n_kv_heads = keys.shape[0]
         # Grouped-query attention: query heads are grouped by the key/value head they share.
         q = q.transpose(1, 0, 2).reshape(n_kv_heads, n_heads // n_kv_heads, t, head_dim)

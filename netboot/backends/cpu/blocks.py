@@ -345,6 +345,95 @@ def matvec_rows(qtype, w, x, xs, fp16, n16, out):
                 out[i, r] = simd.dot_q6_k(w[r], x[i], fp16)
 
 
+@njit(parallel=True, fastmath=True, cache=True)
+def matvec_many_rows(qtype, w, x, xs, fp16, n16, out):
+    """out[r, i] = w[r] . x[i] for up to simd.MANY vectors, each row's blocks decoded once for all of them (Q4_0,
+    Q4_1, Q5_1, Q5_K: MANY_TYPES; matvec_fixed takes the default model's types, matvec_rows the float ones). Rows
+    in runs of 64 per parallel iteration: the accumulators' stack slot is then set up once per run, not per row."""
+    rows, run = w.shape[0], 64
+    runs = (rows + run - 1) // run
+    if qtype == 2:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot_many_q4_0(w[r], x, xs, fp16, out[r])
+    elif qtype == 3:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot_many_q4_1(w[r], x, xs, fp16, out[r])
+    elif qtype == 7:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot_many_q5_1(w[r], x, xs, fp16, out[r])
+    elif qtype == 13:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot_many_q5_k(w[r], x, xs, fp16, out[r])
+
+
+# The quantized types matvec_many_rows takes.
+MANY_TYPES = (2, 3, 7, 13)
+# The types matvec_fixed takes (Q5_0, Q8_0, Q4_K, Q6_K), in batches of simd.FIXED_WIDTHS vectors.
+FIXED_TYPES = (6, 8, 12, 14)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matvec_fixed(qtype, w, x, fp16):
+    """x @ w.T for a batch of exactly 2, 4 or 8 vectors x of a FIXED_TYPES matrix -> (n, rows): each block decoded
+    once, each vector's sum in a register (simd._fixed_batch_dot)."""
+    rows, n, run = w.shape[0], x.shape[0], 64
+    out = np.empty((n, rows), dtype=F32)
+    runs = (rows + run - 1) // run
+    if qtype == 8 and n == 8:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot8_q8_0(w[r], x, fp16, out, r)
+    elif qtype == 8 and n == 4:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot4_q8_0(w[r], x, fp16, out, r)
+    elif qtype == 8 and n == 2:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot2_q8_0(w[r], x, fp16, out, r)
+    elif qtype == 6 and n == 8:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot8_q5_0(w[r], x, fp16, out, r)
+    elif qtype == 6 and n == 4:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot4_q5_0(w[r], x, fp16, out, r)
+    elif qtype == 6 and n == 2:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot2_q5_0(w[r], x, fp16, out, r)
+    elif qtype == 12 and n == 8:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot8_q4_k(w[r], x, fp16, out, r)
+    elif qtype == 12 and n == 4:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot4_q4_k(w[r], x, fp16, out, r)
+    elif qtype == 12 and n == 2:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot2_q4_k(w[r], x, fp16, out, r)
+    elif qtype == 14 and n == 8:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot8_q6_k(w[r], x, fp16, out, r)
+    elif qtype == 14 and n == 4:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot4_q6_k(w[r], x, fp16, out, r)
+    elif qtype == 14 and n == 2:
+        for c in prange(runs):
+            for r in range(c * run, min(rows, c * run + run)):
+                simd.dot2_q6_k(w[r], x, fp16, out, r)
+    return out
+
+
 # Types whose dot products take `xs`, the sums of x over runs of 16; for the others it is not computed.
 _TAKES_SUMS = (2, 3, 7, 12, 13)  # Q4_0, Q4_1, Q5_1, Q4_K, Q5_K
 
@@ -352,6 +441,25 @@ _TAKES_SUMS = (2, 3, 7, 12, 13)  # Q4_0, Q4_1, Q5_1, Q4_K, Q5_K
 @njit(cache=True)
 def matvec(qtype, w, x, fp16, n16):
     """x @ w.T for a few vectors x (n, cols) float32 C-contiguous, w given as its rows of blocks -> (n, rows)."""
+    xs = _sums(qtype, x, n16)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
+    matvec_rows(qtype, w, x, xs, fp16, n16, out)
+    return out
+
+
+@njit(cache=True)
+def matvec_many(qtype, w, x, fp16, n16):
+    """x @ w.T for 2..simd.MANY vectors x (n, cols) of a MANY_TYPES matrix -> (n, rows); apart from `matvec`: the
+    one-token layer (`fused`), which calls that, must not compile this in (it crashed there)."""
+    xs = _sums(qtype, x, n16)
+    out = np.empty((w.shape[0], x.shape[0]), dtype=F32)
+    matvec_many_rows(qtype, w, x, xs, fp16, n16, out)
+    return out.T.copy()
+
+
+@njit(cache=True)
+def _sums(qtype, x, n16):
+    """The sums of x over runs of 16 for the types that take them; a placeholder for the others."""
     n, cols = x.shape
     if qtype in _TAKES_SUMS:
         xs = np.empty((n, cols // n16), dtype=F32)
@@ -363,9 +471,7 @@ def matvec(qtype, w, x, fp16, n16):
                 xs[i, b] = s
     else:
         xs = np.empty((n, 1), dtype=F32)
-    out = np.empty((n, w.shape[0]), dtype=F32)
-    matvec_rows(qtype, w, x, xs, fp16, n16, out)
-    return out
+    return xs
 
 
 @njit(nogil=True, cache=True)

@@ -20,6 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from netboot.backends.cpu import blocks
+from netboot.backends.cpu.simd import FIXED_WIDTHS, MANY
 from netboot.tensors.ggml import GGMLType
 
 # Every fp16 bit pattern's float32 value: block scales are read through it.
@@ -53,7 +54,23 @@ def dequantize_rows(data: np.ndarray, qtype: GGMLType, cols: int, out: np.ndarra
 
 def matvec(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
     """x @ W.T for a few vectors x (n, cols) float32 C-contiguous, W given as its rows of blocks -> (n, rows)."""
+    n = x.shape[0]
+    if n > 1 and int(qtype) in blocks.FIXED_TYPES:
+        return np.concatenate([_fixed(data, qtype, x[lo : lo + 8]) for lo in range(0, n, 8)])
+    if 1 < n <= MANY and int(qtype) in blocks.MANY_TYPES:
+        return blocks.matvec_many(int(qtype), readonly(data), writable(x), FP16, N16)
     return blocks.matvec(int(qtype), readonly(data), writable(x), FP16, N16)
+
+
+def _fixed(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
+    """Up to 8 vectors through the fixed-width batch kernel, padded with zero vectors to its next width."""
+    n = x.shape[0]
+    if n == 1:
+        return blocks.matvec(int(qtype), readonly(data), writable(np.ascontiguousarray(x)), FP16, N16)
+    width = next(w for w in FIXED_WIDTHS if w >= n)
+    if width != n:
+        x = np.concatenate([x, np.zeros((width - n, x.shape[1]), dtype=np.float32)])
+    return blocks.matvec_fixed(int(qtype), readonly(data), writable(np.ascontiguousarray(x)), FP16)[:n]
 
 
 def matmul(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:

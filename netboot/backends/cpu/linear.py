@@ -10,7 +10,7 @@ from netboot.tensors.qtensor import QTensor
 
 # Up to this many vectors a product reads the blocks directly (each row's bytes once for all vectors); above it,
 # dequantizing chunks for BLAS's matrix-matrix product is faster.
-MATVEC_MAX = 4
+MATVEC_MAX = 16  # simd.MANY: up to it, each row is decoded once for all the vectors (blocks.matvec_many_rows)
 
 
 def matmul(x: np.ndarray, w: Matrix) -> np.ndarray:

@@ -346,3 +346,165 @@ dot_q8_0 = _row_dot(34, 32, _q8_0)
 dot_q4_k = _row_dot(144, 256, _q4_k, sums=True)
 dot_q5_k = _row_dot(176, 256, _q5_k, sums=True)
 dot_q6_k = _row_dot(210, 256, _q6_k)
+
+
+MANY = 16  # vectors one dot_many call takes at most: a batch of more goes in groups
+
+
+def _batch_dot(block_bytes, block_elems, body, sums=False):
+    """An intrinsic dot_many(row, x, xs, fp16, out): out[i] = row . x[i] for every vector of x (n <= MANY, cols),
+    the row's blocks decoded once for all of them. Each block's decoding does not depend on the vector, so LLVM
+    hoists it out of the loop over the vectors: a step of n sequences costs far less than n steps of one. `xs`
+    (n, cols // 16) is read only by the types that take sums. The accumulators live on this function's stack,
+    where LLVM can see that storing to them never changes the row (through a caller's array, it hoisted nothing).
+    The default model's types have a faster kernel (`_fixed_batch_dot`); this one serves the others."""
+
+    def codegen(context, builder, sig, args):
+        row_t, x_t, xs_t, fp16_t, out_t = sig.args
+        row = context.make_array(row_t)(context, builder, args[0])
+        x = context.make_array(x_t)(context, builder, args[1])
+        xs = context.make_array(xs_t)(context, builder, args[2])
+        lut = context.make_array(fp16_t)(context, builder, args[3])
+        out = context.make_array(out_t)(context, builder, args[4])
+        n, cols = builder.extract_value(x.shape, 0), builder.extract_value(x.shape, 1)
+        sums_cols = builder.extract_value(xs.shape, 1)
+        r = _Row(builder, builder.bitcast(row.data, I8.as_pointer()), x.data, lut.data)
+        # In the entry block, once per call of the enclosing function: not once per row.
+        accs = cgutils.alloca_once(builder, vec(F, 8), size=MANY)
+        with cgutils.for_range(builder, n) as loop:
+            builder.store(ir.Constant(vec(F, 8), None), builder.gep(accs, [loop.index]))
+        nb = builder.udiv(cols, r.c64(block_elems))
+        with cgutils.for_range(builder, nb) as blocks_loop:
+            p = builder.gep(r.row, [builder.mul(blocks_loop.index, r.c64(block_bytes))])
+            e = builder.mul(blocks_loop.index, r.c64(block_elems))
+            with cgutils.for_range(builder, n) as vectors:
+                i = vectors.index
+                r.x = builder.gep(x.data, [builder.mul(i, cols)])
+                if sums:
+                    r.sums = builder.gep(xs.data, [builder.mul(i, sums_cols)])
+                slot = builder.gep(accs, [i])
+                builder.store(body(r, builder.load(slot), p, e), slot)
+        with cgutils.for_range(builder, n) as loop:
+            total = r.hsum(builder.load(builder.gep(accs, [loop.index])))
+            builder.store(total, builder.gep(out.data, [loop.index]))
+        return context.get_dummy_value()
+
+    @intrinsic
+    def dot_many(typingctx, row_t, x_t, xs_t, fp16_t, out_t):
+        return types.none(row_t, x_t, xs_t, fp16_t, out_t), codegen
+
+    return dot_many
+
+
+def _scaled_fma(r, acc, w, e):
+    """acc + w . x[e:e+32] into 8 lanes, for 32 weights w already decoded and scaled: four multiply-adds, no fold,
+    no per-block scaling."""
+    for k in range(4):
+        acc = r.fadd(acc, r.fmul(r.lanes(w, 8 * k, 8), r.xs(r.b.add(e, r.c64(8 * k)), 8)))
+    return acc
+
+
+def _fixed_batch_dot(block_bytes, block_elems, decode, width):
+    """An intrinsic dot_w(row, x, fp16, out, r): out[i, r] = row . x[i] for exactly `width` vectors x (width, cols)
+    and out (width, rows), C-contiguous: each block decoded and scaled once (`decode`: its weights as 32-lane
+    float vectors), then four multiply-adds per 32 weights per vector into that vector's accumulator. The
+    accumulators are separate stack slots with fixed names, which LLVM keeps in registers: in one array indexed by
+    a loop counter they were loaded and stored at every block, and a batch cost as much as its vectors one at a
+    time."""
+
+    def codegen(context, builder, sig, args):
+        row_t, x_t, fp16_t, out_t, _ = sig.args
+        row = context.make_array(row_t)(context, builder, args[0])
+        x = context.make_array(x_t)(context, builder, args[1])
+        lut = context.make_array(fp16_t)(context, builder, args[2])
+        out = context.make_array(out_t)(context, builder, args[3])
+        cols, rows = builder.extract_value(x.shape, 1), builder.extract_value(out.shape, 1)
+        r = _Row(builder, builder.bitcast(row.data, I8.as_pointer()), x.data, lut.data)
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(vec(F, 8), None)) for _ in range(width)]
+        bases = [builder.gep(x.data, [builder.mul(r.c64(i), cols)]) for i in range(width)]
+        with cgutils.for_range(builder, builder.udiv(cols, r.c64(block_elems))) as blocks_loop:
+            p = builder.gep(r.row, [builder.mul(blocks_loop.index, r.c64(block_bytes))])
+            e = builder.mul(blocks_loop.index, r.c64(block_elems))
+            weights = decode(r, p)
+            for acc, base in zip(accs, bases, strict=True):
+                r.x = base
+                value = builder.load(acc)
+                for k, w in enumerate(weights):
+                    value = _scaled_fma(r, value, w, builder.add(e, r.c64(32 * k)))
+                builder.store(value, acc)
+        for i, acc in enumerate(accs):
+            at = builder.add(builder.mul(r.c64(i), rows), args[4])
+            builder.store(r.hsum(builder.load(acc)), builder.gep(out.data, [at]))
+        return context.get_dummy_value()
+
+    @intrinsic
+    def dot_fixed(typingctx, row_t, x_t, fp16_t, out_t, r_t):
+        return types.none(row_t, x_t, fp16_t, out_t, types.int64), codegen
+
+    return dot_fixed
+
+
+def _q8_0_weights(r, p):
+    return [r.fmul(r.b.sitofp(r.bytes(p, 2, 32), vec(F, 32)), r.splat(r.fp16(p, 0), 32))]
+
+
+def _q5_0_weights(r, p):
+    return [r.fmul(_q5_values(r, p, 2, 6, True), r.splat(r.fp16(p, 0), 32))]
+
+
+def _q4_k_weights(r, p):
+    """A Q4_K super-block's 256 weights, 32 at a time: d * scale_j * q - dmin * min_j for sub-block j."""
+    b = r.b
+    scales, mins = _k_scales_mins(r, p)
+    scales = r.fmul(b.uitofp(scales, vec(F, 8)), r.splat(r.fp16(p, 0), 8))
+    mins = r.fmul(b.uitofp(mins, vec(F, 8)), r.splat(r.fp16(p, 2), 8))
+    m15, c4 = ir.Constant(vec(I8, 32), [15] * 32), ir.Constant(vec(I8, 32), [4] * 32)
+    out = []
+    for c in range(4):
+        q = r.bytes(p, 16 + 32 * c, 32)
+        for j, nibs in enumerate((b.and_(q, m15), b.lshr(q, c4))):
+            sub = ir.Constant(I32, 2 * c + j)
+            sc, mn = r.splat(b.extract_element(scales, sub), 32), r.splat(b.extract_element(mins, sub), 32)
+            out.append(b.fsub(r.fmul(b.uitofp(nibs, vec(F, 32)), sc), mn, flags=FAST))
+    return out
+
+
+def _q6_k_weights(r, p):
+    """A Q6_K super-block's 256 weights, 32 at a time: d * scale * (6-bit q - 32), one scale per 16."""
+    b = r.b
+    scales = r.fmul(b.sitofp(r.bytes(p, 192, 16), vec(F, 16)), r.splat(r.fp16(p, 208), 16))
+    m15, c4 = ir.Constant(vec(I8, 32), [15] * 32), ir.Constant(vec(I8, 32), [4] * 32)
+    m3 = ir.Constant(vec(I8, 32), [3] * 32)
+    out = []
+    for h in range(2):
+        lo_a, lo_b = r.bytes(p, 64 * h, 32), r.bytes(p, 64 * h + 32, 32)
+        qh = r.bytes(p, 128 + 32 * h, 32)
+        for k, (nibs, shift) in enumerate(((b.and_(lo_a, m15), 0), (b.and_(lo_b, m15), 2),
+                                           (b.lshr(lo_a, c4), 4), (b.lshr(lo_b, c4), 6))):
+            top = b.and_(b.lshr(qh, ir.Constant(vec(I8, 32), [shift] * 32)), m3)
+            q = b.sub(b.or_(nibs, b.shl(top, c4)), ir.Constant(vec(I8, 32), [32] * 32))
+            first = 8 * h + 2 * k
+            spread = ir.Constant(vec(I32, 32), [first] * 16 + [first + 1] * 16)
+            out.append(r.fmul(b.sitofp(q, vec(F, 32)), b.shuffle_vector(scales, scales, spread)))
+    return out
+
+
+dot_many_q4_0 = _batch_dot(18, 32, _q4_0, sums=True)
+dot_many_q4_1 = _batch_dot(20, 32, _q4_1, sums=True)
+dot_many_q5_1 = _batch_dot(24, 32, _q5_1, sums=True)
+dot_many_q5_k = _batch_dot(176, 256, _q5_k, sums=True)
+
+# Batches of exactly 2, 4 or 8 vectors of the default model's types (Q5_0, Q8_0, Q4_K, Q6_K).
+FIXED_WIDTHS = (2, 4, 8)
+dot8_q8_0 = _fixed_batch_dot(34, 32, _q8_0_weights, 8)
+dot4_q8_0 = _fixed_batch_dot(34, 32, _q8_0_weights, 4)
+dot2_q8_0 = _fixed_batch_dot(34, 32, _q8_0_weights, 2)
+dot8_q5_0 = _fixed_batch_dot(22, 32, _q5_0_weights, 8)
+dot4_q5_0 = _fixed_batch_dot(22, 32, _q5_0_weights, 4)
+dot2_q5_0 = _fixed_batch_dot(22, 32, _q5_0_weights, 2)
+dot8_q4_k = _fixed_batch_dot(144, 256, _q4_k_weights, 8)
+dot4_q4_k = _fixed_batch_dot(144, 256, _q4_k_weights, 4)
+dot2_q4_k = _fixed_batch_dot(144, 256, _q4_k_weights, 2)
+dot8_q6_k = _fixed_batch_dot(210, 256, _q6_k_weights, 8)
+dot4_q6_k = _fixed_batch_dot(210, 256, _q6_k_weights, 4)
+dot2_q6_k = _fixed_batch_dot(210, 256, _q6_k_weights, 2)
