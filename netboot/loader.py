@@ -75,13 +75,15 @@ def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **netw
 
 
 def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, max_memory: int | None = None,
-         positions: int | Callable[[ModelFile], int] = 512, prefetch: int = 1, **network: Any) -> LoadedModel:
+         positions: int | Callable[[ModelFile], int] = 512, prefetch: int = 1, batched: bool = False,
+         **network: Any) -> LoadedModel:
     """Open a model without copying its weights: every tensor stays a view of the file (or of the memory a
     `no_disk=True` boot received it into). `ref` may be an http(s):// URL; see `open_ref` for `network`.
 
     With `max_memory` (bytes of peak RSS), weights that do not fit are streamed from the file as the forward pass
     needs them (`netboot.placement.streamed`), for runs of up to `positions` tokens (or `positions(file)`), reading
-    `prefetch` layers ahead."""
+    `prefetch` layers ahead; `batched` loads the kernels of batched steps there too (a serving engine: they hold
+    8 MB more; resident, they are always loaded)."""
     if max_memory is None:
         from netboot.backends.cpu.warm import warm
 
@@ -90,10 +92,11 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
         limits = RunLimits(positions if isinstance(positions, int) else 512, prefetch)
         plan = make_plan(file, Resources(), limits)
         return LoadedModel(file, assemble(plan.stage, file), plan)
-    return _load_streamed(ref, tokenizer, max_memory, positions, prefetch, network)
+    return _load_streamed(ref, tokenizer, max_memory, positions, prefetch, batched, network)
 
 
-def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, network: dict) -> LoadedModel:
+def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, batched: bool,
+                   network: dict) -> LoadedModel:
     from netboot import memory
 
     memory.lean_start()  # when numba is not loaded yet (the `run` command does this before importing the model)
@@ -101,7 +104,7 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, ne
 
     # First: the peak while kernels load must not add to the header's and tokenizer's. Without the one-call decode
     # layer (see CpuBackend.fused_decode).
-    compiled = warm(decode_layer=False)
+    compiled = warm(decode_layer=False, batched=batched)
     hashes: dict = {}
     if is_url(ref):
         source, file, hashes = _open_remote(ref, tokenizer, network)

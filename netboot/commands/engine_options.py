@@ -108,7 +108,7 @@ def _load_engine(args: argparse.Namespace) -> Served:
     if args.max_memory is not None:
         # The plan sets aside the KV caches' memory: --kv-memory, or --parallel sequences of the whole context.
         memory = {"max_memory": flag_size("--max-memory", args.max_memory), "prefetch": args.prefetch,
-                  "positions": lambda file: _planned_positions(args, file.config)}
+                  "positions": lambda file: _planned_positions(args, file.config), "batched": True}
     loaded = load(args.model, args.tokenizer, **memory, **network_options(args))
     if args.explain:
         print(loaded.explain(), file=sys.stderr)

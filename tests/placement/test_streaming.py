@@ -278,7 +278,10 @@ def run():
 
 report = dict(zip(("ids", "logits"), run()))
 if budget is None:  # the one-token steps again through the prompt path, as a streamed model takes them
+    from netboot.backends.cpu import kernels
+
     model.backend.fused_decode = False
+    kernels.use_batched(False)  # as `netboot run --max-memory` loads: one sequence, no batch kernels
     report["prompt_path"] = dict(zip(("ids", "logits"), run()))
 print(json.dumps({**report, "peak": memory.peak_rss()}))
 """

@@ -52,12 +52,29 @@ def dequantize_rows(data: np.ndarray, qtype: GGMLType, cols: int, out: np.ndarra
     return out
 
 
+# Whether products of a few vectors use the batch kernels (blocks.matvec_fixed / matvec_many: a serving engine's
+# step). A process that never batches (`netboot run` under --max-memory) leaves their 8 MB of code unloaded, and
+# its few-vector products (a short prompt) read each row once per vector, up to FEW vectors.
+_batched = True
+FEW = 4
+
+
+def use_batched(on: bool) -> None:
+    global _batched
+    _batched = on
+
+
+def matvec_max() -> int:
+    """The most vectors a product reads the blocks directly for; above it, dequantized chunks and BLAS."""
+    return MANY if _batched else FEW
+
+
 def matvec(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
     """x @ W.T for a few vectors x (n, cols) float32 C-contiguous, W given as its rows of blocks -> (n, rows)."""
     n = x.shape[0]
-    if n > 1 and int(qtype) in blocks.FIXED_TYPES:
+    if n > 1 and _batched and int(qtype) in blocks.FIXED_TYPES:
         return np.concatenate([_fixed(data, qtype, x[lo : lo + 8]) for lo in range(0, n, 8)])
-    if 1 < n <= MANY and int(qtype) in blocks.MANY_TYPES:
+    if 1 < n <= MANY and _batched and int(qtype) in blocks.MANY_TYPES:
         return blocks.matvec_many(int(qtype), readonly(data), writable(x), FP16, N16)
     return blocks.matvec(int(qtype), readonly(data), writable(x), FP16, N16)
 

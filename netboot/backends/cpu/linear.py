@@ -8,9 +8,10 @@ import numpy as np
 from netboot.tensors.matrix import Matrix
 from netboot.tensors.qtensor import QTensor
 
-# Up to this many vectors a product reads the blocks directly (each row's bytes once for all vectors); above it,
-# dequantizing chunks for BLAS's matrix-matrix product is faster.
-MATVEC_MAX = 16  # simd.MANY: up to it, each row is decoded once for all the vectors (blocks.matvec_many_rows)
+# Up to this many vectors a product reads the blocks directly (each row's bytes once for all vectors, decoded once
+# with the batch kernels); above it, dequantizing chunks for BLAS's matrix-matrix product is faster. Without the
+# batch kernels, kernels.FEW (kernels.matvec_max()).
+MATVEC_MAX = 16  # simd.MANY
 
 
 def matmul(x: np.ndarray, w: Matrix) -> np.ndarray:
@@ -19,7 +20,7 @@ def matmul(x: np.ndarray, w: Matrix) -> np.ndarray:
     from netboot.backends.cpu import kernels  # numba loads on first use: reading a model's header does not need it
 
     x = np.ascontiguousarray(x, dtype=np.float32)
-    product = kernels.matvec if x.shape[0] <= MATVEC_MAX else kernels.matmul
+    product = kernels.matvec if x.shape[0] <= kernels.matvec_max() else kernels.matmul
     return w.map_rows(lambda blocks: product(blocks.data, blocks.qtype, x))
 
 
