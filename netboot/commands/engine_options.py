@@ -5,7 +5,6 @@ which loads the model and starts the engine they describe."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 from concurrent.futures import Future
@@ -13,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from netboot.commands import Limit, check_limits, flag_size
-from netboot.commands.options import add_network_arguments, network_options
+from netboot.commands.options import (
+    add_memory_arguments,
+    add_network_arguments,
+    check_memory_arguments,
+    network_options,
+    prepare_streaming,
+)
 
 DEFAULT_CONTEXT = 4096  # positions per sequence unless --ctx-size says otherwise (or the model holds fewer)
 MAX_PARALLEL = 256
@@ -22,7 +27,6 @@ MAX_POSITIONS = 1 << 24
 LIMITS = {
     "parallel": Limit("--parallel", 1, MAX_PARALLEL),
     "ctx_size": Limit("--ctx-size", 2, MAX_POSITIONS),
-    "prefetch": Limit("--prefetch", 0),
 }
 
 
@@ -41,22 +45,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-memory", default=None, metavar="SIZE",
                         help="memory for the KV caches of running and remembered conversations (default: enough for "
                              "--parallel sequences of --ctx-size)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for the matrix products (default: the cores this process may use)")
-    parser.add_argument("--max-memory", default=None, metavar="SIZE",
-                        help="keep peak RSS under SIZE, KV caches included: weights that do not fit are streamed "
-                             "from the file layer by layer")
-    parser.add_argument("--prefetch", type=int, default=1, metavar="N",
-                        help="with --max-memory: layers read ahead while one computes (0 = off; default 1)")
-    parser.add_argument("--explain", action="store_true",
-                        help="print where each layer's weights come from and the memory accounting, to stderr")
+    add_memory_arguments(parser)
     add_network_arguments(parser)
 
 
 def check_engine_arguments(args: argparse.Namespace) -> None:
     check_limits(args, LIMITS)
-    if args.max_memory is not None:
-        flag_size("--max-memory", args.max_memory, positive=True)
+    check_memory_arguments(args)
     if args.kv_memory is not None:
         flag_size("--kv-memory", args.kv_memory, positive=True)
 
@@ -94,11 +89,7 @@ def start_engine(args: argparse.Namespace) -> Served:
 
 
 def _load_engine(args: argparse.Namespace) -> Served:
-    if args.max_memory is not None:
-        from netboot.memory import lean_start
-
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `netboot run` under --max-memory
-        lean_start()
+    prepare_streaming(args)
     from netboot.chat import chat_format
     from netboot.engine.scheduler import Engine
     from netboot.loader import load

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from netboot.commands import Limit, check_limits, flag_size
+from netboot.commands import check_limits, flag_size
 from netboot.commands.options import (
+    add_memory_arguments,
     add_network_arguments,
     add_sampling_arguments,
+    check_memory_arguments,
     network_options,
+    prepare_streaming,
     sampling_limits,
 )
 
@@ -23,45 +25,26 @@ def add_parser(sub) -> None:
     run.add_argument("-p", "--prompt", required=True)
     add_sampling_arguments(run, max_tokens=128)
     run.add_argument("--stop", action="append", default=[], help="stop when this text is generated (repeatable)")
-    run.add_argument("--threads", type=int, default=None,
-                     help="threads for the matrix products (default: the cores this process may use)")
     run.add_argument("--tokenizer", default=None, help="tokenizer file or URL, when not beside or inside the model")
     run.add_argument("--no-special", action="store_true", help="treat special-token text in the prompt as plain text")
     run.add_argument("--stats", action="store_true", help="print prefill/decode tok/s and peak RSS to stderr")
-    run.add_argument("--max-memory", default=None, metavar="SIZE",
-                     help="keep peak RSS under SIZE (e.g. 512MB, 2GB): weights that do not fit are streamed from "
-                          "the file layer by layer")
-    run.add_argument("--prefetch", type=int, default=1, metavar="N",
-                     help="with --max-memory: layers read ahead while one computes (0 = off; default 1)")
-    run.add_argument("--explain", action="store_true",
-                     help="print where each layer's weights come from and the memory accounting, to stderr")
+    add_memory_arguments(run)
     add_network_arguments(run)
     run.set_defaults(handler=main, check=check)
 
 
-LIMITS = {
-    **sampling_limits(min_tokens=0),
-    "prefetch": Limit("--prefetch", 0),
-}
+LIMITS = sampling_limits(min_tokens=0)
 
 
 def check(args: argparse.Namespace) -> None:
     """Every number and size on the command line, before anything loads (NetbootError naming the flag)."""
     check_limits(args, LIMITS)
-    if args.max_memory is not None:
-        flag_size("--max-memory", args.max_memory, positive=True)
+    check_memory_arguments(args)
 
 
 def main(args: argparse.Namespace) -> int:
     check(args)
-    if args.max_memory is not None:
-        from netboot.memory import lean_start
-
-        # Streaming is bound by reads: numba's idle OpenMP workers spinning between kernels take the cores that
-        # reading and hashing need (network streaming measured 20% faster with them sleeping; resident decoding
-        # 10% slower, so only here). Read when OpenMP starts, so before numba runs anything.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        lean_start()  # before anything imports numba
+    prepare_streaming(args)
     from netboot.engine.generate import Generation
     from netboot.engine.sampling import SamplingParams
     from netboot.loader import load

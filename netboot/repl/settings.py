@@ -6,23 +6,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from netboot.commands import Limit
+from netboot.commands.options import sampling_limits
 from netboot.engine.sampling import SamplingParams
 from netboot.errors import NetbootError
 
-MAX_TOKENS = 1 << 20
-SEED_MAX = 2**32 - 1
 UNSET = ("none", "random", "off")  # `/set seed none`: a fresh seed for every reply
 
-LIMITS = {
-    "temperature": Limit("temperature", 0),
-    "top_k": Limit("top_k", 0),
-    "top_p": Limit("top_p", 0, 1, above=True),
-    "min_p": Limit("min_p", 0, 1),
-    "repeat_penalty": Limit("repeat_penalty", 0, above=True),
-    "seed": Limit("seed", 0, SEED_MAX),
-    "max_tokens": Limit("max_tokens", 1, MAX_TOKENS),
-}
+# The command line's limits (netboot chat's flags), named as /set names the settings.
+LIMITS = {name: replace(limit, flag=name) for name, limit in sampling_limits(min_tokens=1).items()
+          if name != "repeat_last_n"}
 WHOLE = frozenset({"top_k", "seed", "max_tokens"})
 
 

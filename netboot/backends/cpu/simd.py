@@ -311,23 +311,33 @@ def _q5_k(r, acc, p, e):
     return _k_quant(r, acc, p, e, 48, qh_off=16)
 
 
-def _q6_k(r, acc, p, e):
+def _q6_k_quants(r, p):
+    """A Q6_K super-block's d-scaled sub-block scales (16 floats) and its 256 values q - 32 as eight <32 x i8>,
+    in element order (value j holds elements 32j..32j+31, whose scales are 2j and 2j+1)."""
     b = r.b
     scales = r.fmul(b.sitofp(r.bytes(p, 192, 16), vec(F, 16)), r.splat(r.fp16(p, 208), 16))
     m15, c4 = ir.Constant(vec(I8, 32), [15] * 32), ir.Constant(vec(I8, 32), [4] * 32)
     m3 = ir.Constant(vec(I8, 32), [3] * 32)
-    terms = []
+    quants = []
     for h in range(2):
         lo_a, lo_b = r.bytes(p, 64 * h, 32), r.bytes(p, 64 * h + 32, 32)
         qh = r.bytes(p, 128 + 32 * h, 32)
-        for k, (nibs, shift) in enumerate(((b.and_(lo_a, m15), 0), (b.and_(lo_b, m15), 2),
-                                           (b.lshr(lo_a, c4), 4), (b.lshr(lo_b, c4), 6))):
+        for nibs, shift in ((b.and_(lo_a, m15), 0), (b.and_(lo_b, m15), 2), (b.lshr(lo_a, c4), 4),
+                            (b.lshr(lo_b, c4), 6)):
             top = b.and_(b.lshr(qh, ir.Constant(vec(I8, 32), [shift] * 32)), m3)
-            q = b.sub(b.or_(nibs, b.shl(top, c4)), ir.Constant(vec(I8, 32), [32] * 32))
-            prod = r.fmul(b.sitofp(q, vec(F, 32)), r.xs(b.add(e, r.c64(128 * h + 32 * k)), 32))
-            for half in range(2):
-                sc = r.splat(b.extract_element(scales, ir.Constant(I32, 8 * h + 2 * k + half)), 8)
-                terms.append(r.fmul(sc, r.fold8(prod, 16 * half, 16)))
+            quants.append(b.sub(b.or_(nibs, b.shl(top, c4)), ir.Constant(vec(I8, 32), [32] * 32)))
+    return scales, quants
+
+
+def _q6_k(r, acc, p, e):
+    b = r.b
+    scales, quants = _q6_k_quants(r, p)
+    terms = []
+    for j, q in enumerate(quants):
+        prod = r.fmul(b.sitofp(q, vec(F, 32)), r.xs(b.add(e, r.c64(32 * j)), 32))
+        for half in range(2):
+            sc = r.splat(b.extract_element(scales, ir.Constant(I32, 2 * j + half)), 8)
+            terms.append(r.fmul(sc, r.fold8(prod, 16 * half, 16)))
     return r.fadd(acc, r.tree(terms))
 
 
@@ -472,21 +482,10 @@ def _q4_k_weights(r, p):
 def _q6_k_weights(r, p):
     """A Q6_K super-block's 256 weights, 32 at a time: d * scale * (6-bit q - 32), one scale per 16."""
     b = r.b
-    scales = r.fmul(b.sitofp(r.bytes(p, 192, 16), vec(F, 16)), r.splat(r.fp16(p, 208), 16))
-    m15, c4 = ir.Constant(vec(I8, 32), [15] * 32), ir.Constant(vec(I8, 32), [4] * 32)
-    m3 = ir.Constant(vec(I8, 32), [3] * 32)
-    out = []
-    for h in range(2):
-        lo_a, lo_b = r.bytes(p, 64 * h, 32), r.bytes(p, 64 * h + 32, 32)
-        qh = r.bytes(p, 128 + 32 * h, 32)
-        for k, (nibs, shift) in enumerate(((b.and_(lo_a, m15), 0), (b.and_(lo_b, m15), 2),
-                                           (b.lshr(lo_a, c4), 4), (b.lshr(lo_b, c4), 6))):
-            top = b.and_(b.lshr(qh, ir.Constant(vec(I8, 32), [shift] * 32)), m3)
-            q = b.sub(b.or_(nibs, b.shl(top, c4)), ir.Constant(vec(I8, 32), [32] * 32))
-            first = 8 * h + 2 * k
-            spread = ir.Constant(vec(I32, 32), [first] * 16 + [first + 1] * 16)
-            out.append(r.fmul(b.sitofp(q, vec(F, 32)), b.shuffle_vector(scales, scales, spread)))
-    return out
+    scales, quants = _q6_k_quants(r, p)
+    spreads = [ir.Constant(vec(I32, 32), [2 * j] * 16 + [2 * j + 1] * 16) for j in range(len(quants))]
+    return [r.fmul(b.sitofp(q, vec(F, 32)), b.shuffle_vector(scales, scales, spread))
+            for q, spread in zip(quants, spreads, strict=True)]
 
 
 dot_many_q4_0 = _batch_dot(18, 32, _q4_0, sums=True)
