@@ -29,6 +29,8 @@ def thread_limit() -> Limit:
 
 def set_threads(args: argparse.Namespace) -> None:
     """Check --threads and hand it to numba and OpenMP: before numpy and numba load."""
+    # Without --threads the count adapts to the machine's load as the model runs (netboot.backends.cpu.threads).
+    os.environ["NETBOOT_THREADS_FIXED"] = "0" if args.threads is None else "1"
     if args.threads is None:
         args.threads = available_cores()
     thread_limit().check(args.threads)

@@ -85,13 +85,16 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
     `prefetch` layers ahead; `batched` loads the kernels of batched steps there too (a serving engine: they hold
     8 MB more; resident, they are always loaded)."""
     if max_memory is None:
-        from netboot.backends.cpu.warm import warm
+        from netboot.memory import paused_gc
 
         file = open_ref(ref, tokenizer, **network)
-        warm()
-        limits = RunLimits(positions if isinstance(positions, int) else 512, prefetch)
-        plan = make_plan(file, Resources(), limits)
-        return LoadedModel(file, assemble(plan.stage, file), plan)
+        with paused_gc():
+            from netboot.backends.cpu.warm import warm  # imports numba
+
+            warm()
+            limits = RunLimits(positions if isinstance(positions, int) else 512, prefetch)
+            plan = make_plan(file, Resources(), limits)
+            return LoadedModel(file, assemble(plan.stage, file), plan)
     return _load_streamed(ref, tokenizer, max_memory, positions, prefetch, batched, network)
 
 

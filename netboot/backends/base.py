@@ -8,6 +8,7 @@ matrices are `Matrix`es (`netboot.tensors.matrix`): a backend computes on their 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 class Backend(Protocol):
     name: str  # "cpu"
     fused_decode: bool  # whether fused_layer may be called
+
+    def step(self, size: int) -> AbstractContextManager[None]:
+        """A context for one forward pass of `size` tokens: the backend may time it to tune itself (the CPU
+        backend's thread count). Entered and left on the thread that computes."""
 
     def linear(self, x: np.ndarray, w: Matrix) -> np.ndarray:
         """x (n, cols) @ w.T -> (n, rows), on w's blocks."""

@@ -213,8 +213,9 @@ class Engine:
             lo += len(chunk)
         ready = [i for i, (seq, chunk) in enumerate(batch) if len(chunk) == len(seq.pending)]
         try:
-            h = self.model.run_batch(self.model.embed(np.asarray(tokens)), 0, self.model.config.n_layers, spans)
-            logits = self.model.logits(h[[spans[i].hi - 1 for i in ready]]) if ready else None
+            with self.model.backend.step(len(tokens)):
+                h = self.model.run_batch(self.model.embed(np.asarray(tokens)), 0, self.model.config.n_layers, spans)
+                logits = self.model.logits(h[[spans[i].hi - 1 for i in ready]]) if ready else None
         except Exception as e:  # noqa: BLE001 - the engine outlives a failed step; its sequences end with the error
             what = str(e) if isinstance(e, NetbootError) else f"{type(e).__name__}: {e}"
             for seq, _ in batch:

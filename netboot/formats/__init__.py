@@ -48,7 +48,10 @@ class ModelFile:
         """The model's `netboot.tokenizers.base.Tokenizer`; a NetbootError when the model carries none."""
         if self.tokenizer_loader is None:
             raise NetbootError(f"{self.path}: the model carries no tokenizer (pass --tokenizer)")
-        return self.tokenizer_loader()
+        from netboot.memory import paused_gc
+
+        with paused_gc():
+            return self.tokenizer_loader()
 
 
 def check_tensors(file: ModelFile) -> None:

@@ -11,6 +11,7 @@ import math
 import mmap
 import os
 import struct
+from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,26 @@ class StringArray(Sequence[str]):
         return isinstance(other, Sequence) and list(self) == list(other)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+_MAX_WINDOW = 1 << 22  # bytes of a string array scanned at once for its length prefixes
+
+
+def _prefixes(buf: memoryview, pos: int, wend: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where length prefixes may start in `buf[pos:wend]` (absolute offsets, ascending) and the lengths they hold.
+
+    A candidate is the start of 8 bytes whose last 5 are zero (a length below 2^24) and that end a run of zero
+    bytes: the byte after them, a string's first, is not zero. Every prefix of a non-empty string not starting
+    with a NUL byte is one; other positions may be too. The caller confirms them."""
+    w = np.frombuffer(buf, dtype=np.uint8, count=wend - pos, offset=pos)
+    zero = w == 0
+    n = len(w) - 8
+    rel = np.flatnonzero(zero[7 : 7 + n] > zero[8 : 8 + n])  # byte 7 zero, byte 8 not: the end of a zero run
+    rel = rel[(w[rel + 3] | w[rel + 4] | w[rel + 5] | w[rel + 6]) == 0]
+    lengths = w[rel].astype(np.int64)
+    lengths |= w[rel + 1].astype(np.int64) << 8
+    lengths |= w[rel + 2].astype(np.int64) << 16
+    return rel + pos, lengths
 
 
 class _Cursor:
@@ -136,23 +157,79 @@ class _Cursor:
         return self.array() if vtype == _ARRAY else self.scalar(vtype)
 
     def _strings(self, count: int) -> StringArray:
-        """A string array's bounds, found by walking its length prefixes; the strings stay undecoded bytes."""
+        """A string array's bounds, found from its length prefixes; the strings stay undecoded bytes.
+
+        The prefixes are found a window of bytes at a time with numpy (`_prefixes`), and only confirmed here: a
+        candidate followed by the one its length points at is the walk's next step, so each run of confirmed
+        candidates is taken at once. Whatever the candidates miss (empty strings, strings starting with NUL bytes,
+        strings longer than the window, the end of the buffer) is walked one prefix at a time (`step`), which
+        also raises every error; the result is the same as a walk over every prefix.
+        """
         buf = self.buf
-        start = self.pos
+        start = pos = self.pos
+        end = len(buf)
         unpack = struct.Struct("<Q").unpack_from
-        starts = np.empty(count, dtype=np.int64)
-        lengths = np.empty(count, dtype=np.int64)
-        pos, end = start, len(buf)
-        for i in range(count):
+        path = self.path
+        runs: list[tuple[np.ndarray, np.ndarray]] = []  # (prefix offsets, lengths), in order
+        single_at: list[int] = []  # prefixes walked one at a time since the last run
+        single_len: list[int] = []
+        k = 0
+
+        def step() -> None:  # one prefix, exactly as a plain walk over them takes it
+            nonlocal pos, k
             if pos + 8 > end:
-                raise TruncatedHeader(f"{self.path}: GGUF string array runs past the end of the file")
+                raise TruncatedHeader(f"{path}: GGUF string array runs past the end of the file")
             (n,) = unpack(buf, pos)
             if n > end - pos - 8:  # checked before it is stored: a u64 length need not fit an int64
-                raise TruncatedHeader(f"{self.path}: GGUF string array runs past the end of the file")
-            starts[i], lengths[i] = pos + 8, n
+                raise TruncatedHeader(f"{path}: GGUF string array runs past the end of the file")
+            single_at.append(pos)
+            single_len.append(n)
             pos += 8 + n
+            k += 1
+
+        def flush() -> None:
+            if single_at:
+                runs.append((np.array(single_at, dtype=np.int64), np.array(single_len, dtype=np.int64)))
+                single_at.clear()
+                single_len.clear()
+
+        window = count * 16 + 4096  # a guess at the array's size; then from the strings seen so far
+        while k < count:
+            wend = min(end, pos + min(window, _MAX_WINDOW))
+            if wend - pos < 64:
+                step()
+                continue
+            at, lengths = _prefixes(buf, pos, wend)
+            nxt = at + 8 + lengths
+            # runs end where a candidate's successor is not the next candidate (and at the last candidate)
+            breaks = np.flatnonzero(at[1:] != nxt[:-1]).tolist()
+            breaks.append(len(at) - 1)
+            while k < count and pos + 9 <= wend:
+                i = int(np.searchsorted(at, pos))
+                if i == len(at) or at[i] != pos:
+                    step()  # a prefix the window's candidates miss
+                    continue
+                r = breaks[bisect_left(breaks, i)]
+                last = i + min(r - i, count - k - 1)
+                overrun = last == r and nxt[r] > end  # the run's last string runs past the end
+                if overrun:
+                    last -= 1
+                if last >= i:
+                    flush()
+                    runs.append((at[i : last + 1], lengths[i : last + 1]))
+                    k += last + 1 - i
+                    pos = int(nxt[last])
+                if overrun:
+                    step()  # raises
+            window = (pos - start) * (count - k) // k + 4096
+        flush()
         self.pos = pos
-        return StringArray(bytes(buf[start:pos]), starts - start, lengths)
+        if runs:
+            prefix_at = np.concatenate([r[0] for r in runs])
+            lengths_all = np.concatenate([r[1] for r in runs])
+        else:
+            prefix_at = lengths_all = np.zeros(0, dtype=np.int64)
+        return StringArray(bytes(buf[start:pos]), prefix_at + (8 - start), lengths_all)
 
     def _dtype(self, vtype: int) -> np.dtype:
         try:

@@ -54,8 +54,9 @@ class Model:
 
     def forward(self, tokens: list[int] | np.ndarray, cache: KVCache, pos: int) -> np.ndarray:
         """Logits of the last position after feeding `tokens` at positions pos.. through every layer."""
-        h = self.run_layers(self.embed(tokens), 0, self.config.n_layers, cache, pos)
-        return self.logits(h[-1:])[0]
+        with self.backend.step(len(tokens)):
+            h = self.run_layers(self.embed(tokens), 0, self.config.n_layers, cache, pos)
+            return self.logits(h[-1:])[0]
 
     def forward_batch(self, runs: list[tuple[list[int], KVCache, int]]) -> np.ndarray:
         """Logits (len(runs), vocab) of the last position of each run (tokens, cache, pos), all fed through every
@@ -65,5 +66,6 @@ class Model:
             spans.append(Span(lo, lo + len(tokens), cache, pos))
             lo += len(tokens)
         ids = np.concatenate([np.asarray(t, dtype=np.int64) for t, _, _ in runs])
-        h = self.run_batch(self.embed(ids), 0, self.config.n_layers, spans)
-        return self.logits(h[[s.hi - 1 for s in spans]])
+        with self.backend.step(len(ids)):
+            h = self.run_batch(self.embed(ids), 0, self.config.n_layers, spans)
+            return self.logits(h[[s.hi - 1 for s in spans]])

@@ -141,11 +141,12 @@ def apply_model_quirks(tokens: Vocabulary, attrs: np.ndarray, model_name: str) -
 def special_tables(tokens: Vocabulary, attrs: bytes) -> tuple[SpecialTable, SpecialTable]:
     """The partition tables, in llama.cpp's order (longest text in bytes first): all special tokens, and those
     without CONTROL and UNKNOWN ones (the text of those is only parsed on request)."""
-    special = np.nonzero(np.frombuffer(attrs, dtype=np.uint8) & SPECIAL_ATTRS)[0].tolist()
-    entries = sorted((-len(tokens[t].encode("utf-8")), t) for t in special)
+    special = np.nonzero(np.frombuffer(attrs, dtype=np.uint8) & SPECIAL_ATTRS)[0]
+    texts = {t: tokens[t] for t in special.tolist()}
+    entries = sorted((-len(text.encode("utf-8")), t) for t, text in texts.items())
     tables: tuple[SpecialTable, SpecialTable] = ({}, {})
     for order, (_, tid) in enumerate(entries):
-        text, attr = tokens[tid], attrs[tid]
+        text, attr = texts[tid], attrs[tid]
         entry = (order, text, tid, attr)
         for table in tables[:1] if attr & (CONTROL | UNKNOWN) else tables:
             table.setdefault(text[0], SpecialGroup()).add(entry)

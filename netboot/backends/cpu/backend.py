@@ -4,6 +4,7 @@ prompt, and the one-call decoding layer (`fused`) as its fused capability."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
 import numpy as np
 
@@ -27,6 +28,11 @@ class CpuBackend:
         # streamed model's few buffers), so that two models never share an entry. id(): 40 ns, an address 2.5 us.
         self._vectors: dict[tuple[str, int], np.ndarray] = {}
         self._shape: tuple[ModelConfig, fused.LayerShape] | None = None
+
+    def step(self, size: int) -> AbstractContextManager[None]:
+        from netboot.backends.cpu import kernels  # numba loads on first use
+
+        return kernels.step(size)
 
     def linear(self, x: np.ndarray, w: Matrix) -> np.ndarray:
         return matmul(x, w)

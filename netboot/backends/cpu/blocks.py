@@ -294,80 +294,114 @@ def dequantize_row(qtype, row, out, fp16, n16):
 # ---- by any change to the row functions they inline
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def matvec_rows(qtype, w, x, xs, fp16, n16, out):
-    """out[i, r] = w[r] . x[i]: each row's bytes are read once for all the vectors. One parallel loop per type:
-    dispatching inside the loop measured 20% slower."""
-    rows, n = w.shape[0], x.shape[0]
+@njit(fastmath=True, cache=True)
+def _rows(qtype, w, x, xs, fp16, n16, out, lo, hi):
+    """out[i, r] = w[r] . x[i] for rows lo..hi-1, each row's bytes read once for all the vectors. One loop per
+    type: dispatching on the type inside the loop measured 20% slower."""
+    n = x.shape[0]
     if qtype == 0:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = dot_f32(w[r], x[i], xs[i], fp16, n16)
     elif qtype == 1:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = dot_f16(w[r], x[i], xs[i], fp16, n16)
     elif qtype == 30:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = dot_bf16(w[r], x[i], xs[i], fp16, n16)
     elif qtype == 2:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = simd.dot_q4_0(w[r], x[i], xs[i], fp16)
     elif qtype == 3:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = simd.dot_q4_1(w[r], x[i], xs[i], fp16)
     elif qtype == 6:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = simd.dot_q5_0(w[r], x[i], fp16)
     elif qtype == 7:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = simd.dot_q5_1(w[r], x[i], xs[i], fp16)
     elif qtype == 8:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = simd.dot_q8_0(w[r], x[i], fp16)
     elif qtype == 12:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = simd.dot_q4_k(w[r], x[i], xs[i], fp16)
     elif qtype == 13:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = simd.dot_q5_k(w[r], x[i], xs[i], fp16)
     elif qtype == 14:
-        for r in prange(rows):
+        for r in range(lo, hi):
             for i in range(n):
                 out[i, r] = simd.dot_q6_k(w[r], x[i], fp16)
 
 
+# A run of rows, the unit a thread takes at a time: at least RUN_MIN_BYTES (a few hundred ns of work, so that
+# taking it, one atomic add, costs little) and at most RUN_MAX_BYTES (a run left waiting on a busy core holds
+# up little), aiming at RUNS_PER_THREAD runs per thread so that the last ones even out the threads' finish.
+RUN_MIN_BYTES, RUN_MAX_BYTES, RUNS_PER_THREAD = 4096, 1 << 18, 8
+
+
+@njit(cache=True)
+def _run_rows(rows, row_bytes, workers):
+    if workers == 1:
+        return rows
+    least, most = max(1, RUN_MIN_BYTES // row_bytes), max(1, RUN_MAX_BYTES // row_bytes)
+    return min(max(rows // (workers * RUNS_PER_THREAD), least), most)
+
+
 @njit(parallel=True, fastmath=True, cache=True)
-def matvec_many_rows(qtype, w, x, xs, fp16, n16, out):
-    """out[r, i] = w[r] . x[i] for up to simd.MANY vectors, each row's blocks decoded once for all of them (Q4_0,
-    Q4_1, Q5_1, Q5_K: MANY_TYPES; matvec_fixed takes the default model's types, matvec_rows the float ones). Rows
-    in runs of 64 per parallel iteration: the accumulators' stack slot is then set up once per run, not per row."""
-    rows, run = w.shape[0], 64
-    runs = (rows + run - 1) // run
+def matvec_rows(qtype, w, x, xs, fp16, n16, out, workers):
+    """out[i, r] = w[r] . x[i], on numba's threads: each takes the next run of rows (`simd.claim`) until none are
+    left, so a thread that the OS holds back (another process on its core) leaves its share to the others."""
+    rows = w.shape[0]
+    run = _run_rows(rows, w.shape[1], workers)
+    runs, taken = (rows + run - 1) // run, np.zeros(1, dtype=np.int64)
+    for _ in prange(workers):
+        c = simd.claim(taken)
+        while c < runs:
+            _rows(qtype, w, x, xs, fp16, n16, out, c * run, min(rows, c * run + run))
+            c = simd.claim(taken)
+
+
+@njit(fastmath=True, cache=True)
+def _many_rows(qtype, w, x, xs, fp16, out, lo, hi):
     if qtype == 2:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot_many_q4_0(w[r], x, xs, fp16, out[r])
+        for r in range(lo, hi):
+            simd.dot_many_q4_0(w[r], x, xs, fp16, out[r])
     elif qtype == 3:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot_many_q4_1(w[r], x, xs, fp16, out[r])
+        for r in range(lo, hi):
+            simd.dot_many_q4_1(w[r], x, xs, fp16, out[r])
     elif qtype == 7:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot_many_q5_1(w[r], x, xs, fp16, out[r])
+        for r in range(lo, hi):
+            simd.dot_many_q5_1(w[r], x, xs, fp16, out[r])
     elif qtype == 13:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot_many_q5_k(w[r], x, xs, fp16, out[r])
+        for r in range(lo, hi):
+            simd.dot_many_q5_k(w[r], x, xs, fp16, out[r])
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matvec_many_rows(qtype, w, x, xs, fp16, n16, out, workers):
+    """out[r, i] = w[r] . x[i] for up to simd.MANY vectors, each row's blocks decoded once for all of them (Q4_0,
+    Q4_1, Q5_1, Q5_K: MANY_TYPES; matvec_fixed takes the default model's types, matvec_rows the float ones); runs
+    of rows taken as in matvec_rows."""
+    rows = w.shape[0]
+    run = _run_rows(rows, w.shape[1] * x.shape[0], workers)
+    runs, taken = (rows + run - 1) // run, np.zeros(1, dtype=np.int64)
+    for _ in prange(workers):
+        c = simd.claim(taken)
+        while c < runs:
+            _many_rows(qtype, w, x, xs, fp16, out, c * run, min(rows, c * run + run))
+            c = simd.claim(taken)
 
 
 # The quantized types matvec_many_rows takes.
@@ -376,61 +410,60 @@ MANY_TYPES = (2, 3, 7, 13)
 FIXED_TYPES = (6, 8, 12, 14)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def matvec_fixed(qtype, w, x, fp16):
-    """x @ w.T for a batch of exactly 2, 4 or 8 vectors x of a FIXED_TYPES matrix -> (n, rows): each block decoded
-    once, each vector's sum in a register (simd._fixed_batch_dot)."""
-    rows, n, run = w.shape[0], x.shape[0], 64
-    out = np.empty((n, rows), dtype=F32)
-    runs = (rows + run - 1) // run
+@njit(fastmath=True, cache=True)
+def _fixed_rows(qtype, w, x, fp16, out, lo, hi):
+    n = x.shape[0]
     if qtype == 8 and n == 8:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot8_q8_0(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot8_q8_0(w[r], x, fp16, out, r)
     elif qtype == 8 and n == 4:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot4_q8_0(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot4_q8_0(w[r], x, fp16, out, r)
     elif qtype == 8 and n == 2:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot2_q8_0(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot2_q8_0(w[r], x, fp16, out, r)
     elif qtype == 6 and n == 8:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot8_q5_0(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot8_q5_0(w[r], x, fp16, out, r)
     elif qtype == 6 and n == 4:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot4_q5_0(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot4_q5_0(w[r], x, fp16, out, r)
     elif qtype == 6 and n == 2:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot2_q5_0(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot2_q5_0(w[r], x, fp16, out, r)
     elif qtype == 12 and n == 8:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot8_q4_k(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot8_q4_k(w[r], x, fp16, out, r)
     elif qtype == 12 and n == 4:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot4_q4_k(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot4_q4_k(w[r], x, fp16, out, r)
     elif qtype == 12 and n == 2:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot2_q4_k(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot2_q4_k(w[r], x, fp16, out, r)
     elif qtype == 14 and n == 8:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot8_q6_k(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot8_q6_k(w[r], x, fp16, out, r)
     elif qtype == 14 and n == 4:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot4_q6_k(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot4_q6_k(w[r], x, fp16, out, r)
     elif qtype == 14 and n == 2:
-        for c in prange(runs):
-            for r in range(c * run, min(rows, c * run + run)):
-                simd.dot2_q6_k(w[r], x, fp16, out, r)
+        for r in range(lo, hi):
+            simd.dot2_q6_k(w[r], x, fp16, out, r)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matvec_fixed(qtype, w, x, fp16, workers):
+    """x @ w.T for a batch of exactly 2, 4 or 8 vectors x of a FIXED_TYPES matrix -> (n, rows): each block decoded
+    once, each vector's sum in a register (simd._fixed_batch_dot); runs of rows taken as in matvec_rows."""
+    rows, n = w.shape[0], x.shape[0]
+    out = np.empty((n, rows), dtype=F32)
+    run = _run_rows(rows, w.shape[1] * n, workers)
+    runs, taken = (rows + run - 1) // run, np.zeros(1, dtype=np.int64)
+    for _ in prange(workers):
+        c = simd.claim(taken)
+        while c < runs:
+            _fixed_rows(qtype, w, x, fp16, out, c * run, min(rows, c * run + run))
+            c = simd.claim(taken)
     return out
 
 
@@ -439,21 +472,21 @@ _TAKES_SUMS = (2, 3, 7, 12, 13)  # Q4_0, Q4_1, Q5_1, Q4_K, Q5_K
 
 
 @njit(cache=True)
-def matvec(qtype, w, x, fp16, n16):
+def matvec(qtype, w, x, fp16, n16, workers):
     """x @ w.T for a few vectors x (n, cols) float32 C-contiguous, w given as its rows of blocks -> (n, rows)."""
     xs = _sums(qtype, x, n16)
     out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
-    matvec_rows(qtype, w, x, xs, fp16, n16, out)
+    matvec_rows(qtype, w, x, xs, fp16, n16, out, workers)
     return out
 
 
 @njit(cache=True)
-def matvec_many(qtype, w, x, fp16, n16):
+def matvec_many(qtype, w, x, fp16, n16, workers):
     """x @ w.T for 2..simd.MANY vectors x (n, cols) of a MANY_TYPES matrix -> (n, rows); apart from `matvec`: the
     one-token layer (`fused`), which calls that, must not compile this in (it crashed there)."""
     xs = _sums(qtype, x, n16)
     out = np.empty((w.shape[0], x.shape[0]), dtype=F32)
-    matvec_many_rows(qtype, w, x, xs, fp16, n16, out)
+    matvec_many_rows(qtype, w, x, xs, fp16, n16, out, workers)
     return out.T.copy()
 
 

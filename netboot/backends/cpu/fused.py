@@ -51,16 +51,18 @@ def run_layer(shape: LayerShape, h: np.ndarray, products: list, norms: list[np.n
     qtypes = tuple(int(t) for _, t in products)
     h = kernels.writable(np.ascontiguousarray(h, dtype=F32))
     return _layer(h, weights, qtypes, tuple(norms), keys, values, pos, first, at, kernels.readonly(inv_freq),
-                  shape.sizes, shape.flags, shape.eps, F32(shape.scale), kernels.FP16, kernels.N16)
+                  shape.sizes, shape.flags, shape.eps, F32(shape.scale), kernels.FP16, kernels.N16,
+                  kernels.thread_count())
 
 
 @njit(cache=True)
-def _layer(h, weights, qtypes, norms, keys, values, pos, first, at, inv_freq, sizes, flags, eps, scale, fp16, n16):
+def _layer(h, weights, qtypes, norms, keys, values, pos, first, at, inv_freq, sizes, flags, eps, scale, fp16, n16,
+           workers):
     n_heads, n_kv_heads, head_dim = sizes
     qk_norm, post_norms, gelu, halves = flags
 
     def product(i, x):
-        return blocks.matvec(qtypes[i], weights[i], x, fp16, n16)
+        return blocks.matvec(qtypes[i], weights[i], x, fp16, n16, workers)
 
     x = ops.rms_norm(h, norms[0], eps)
     q = product(0, x).reshape(1, n_heads, head_dim)

@@ -13,7 +13,9 @@ code is cached on disk, so a second start loads it instead of compiling again.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 
 import numba
 import numpy as np
@@ -21,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from netboot.backends.cpu import blocks
 from netboot.backends.cpu.simd import FIXED_WIDTHS, MANY
+from netboot.backends.cpu.threads import ThreadTuner, idle_seconds
 from netboot.tensors.ggml import GGMLType
 
 # Every fp16 bit pattern's float32 value: block scales are read through it.
@@ -75,19 +78,20 @@ def matvec(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
     if n > 1 and _batched and int(qtype) in blocks.FIXED_TYPES:
         return np.concatenate([_fixed(data, qtype, x[lo : lo + 8]) for lo in range(0, n, 8)])
     if 1 < n <= MANY and _batched and int(qtype) in blocks.MANY_TYPES:
-        return blocks.matvec_many(int(qtype), readonly(data), writable(x), FP16, N16)
-    return blocks.matvec(int(qtype), readonly(data), writable(x), FP16, N16)
+        return blocks.matvec_many(int(qtype), readonly(data), writable(x), FP16, N16, _threads)
+    return blocks.matvec(int(qtype), readonly(data), writable(x), FP16, N16, _threads)
 
 
 def _fixed(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
     """Up to 8 vectors through the fixed-width batch kernel, padded with zero vectors to its next width."""
     n = x.shape[0]
     if n == 1:
-        return blocks.matvec(int(qtype), readonly(data), writable(np.ascontiguousarray(x)), FP16, N16)
+        return blocks.matvec(int(qtype), readonly(data), writable(np.ascontiguousarray(x)), FP16, N16, _threads)
     width = next(w for w in FIXED_WIDTHS if w >= n)
     if width != n:
         x = np.concatenate([x, np.zeros((width - n, x.shape[1]), dtype=np.float32)])
-    return blocks.matvec_fixed(int(qtype), readonly(data), writable(np.ascontiguousarray(x)), FP16)[:n]
+    return blocks.matvec_fixed(int(qtype), readonly(data), writable(np.ascontiguousarray(x)), FP16,
+                              _threads)[:n]
 
 
 def matmul(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
@@ -119,12 +123,16 @@ def matmul(data: np.ndarray, qtype: GGMLType, x: np.ndarray) -> np.ndarray:
 _threads = numba.config.NUMBA_NUM_THREADS
 _executor: ThreadPoolExecutor | None = None
 _blas_limit = threadpool_limits(limits=1, user_api="blas")
+# Whether the thread count is the user's (--threads sets this variable, or set_threads was called): then the
+# ThreadTuner does not change it.
+_count_fixed = os.environ.get("NETBOOT_THREADS_FIXED") == "1"
+_tuner: ThreadTuner | None = None
 
 
 def _pool() -> ThreadPoolExecutor:
     global _executor
-    if _executor is None or _executor._max_workers != _threads:
-        _executor = ThreadPoolExecutor(_threads, thread_name_prefix="netboot-matmul")
+    if _executor is None:  # as many workers as numba's pool; a product uses _threads of them
+        _executor = ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS, thread_name_prefix="netboot-matmul")
     return _executor
 
 
@@ -132,9 +140,27 @@ def thread_count() -> int:
     return _threads
 
 
-def set_threads(n: int) -> int:
-    """Use n threads (bounded by numba's pool, NUMBA_NUM_THREADS at start); returns the number in use."""
+def _use_threads(n: int) -> int:
     global _threads
     _threads = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(_threads)
+    numba.set_num_threads(_threads)  # for the calling thread: the one that computes
     return _threads
+
+
+def set_threads(n: int) -> int:
+    """Use n threads from now on, untuned (bounded by numba's pool, NUMBA_NUM_THREADS at start); returns the number
+    in use."""
+    global _count_fixed
+    _count_fixed = True
+    return _use_threads(n)
+
+
+def step(size: int) -> AbstractContextManager[None]:
+    """One forward pass of `size` tokens, run inside the block: timed to tune the thread count (ThreadTuner)
+    unless the count is fixed or there is only one."""
+    global _tuner
+    if _count_fixed or numba.config.NUMBA_NUM_THREADS == 1:
+        return nullcontext()
+    if _tuner is None:
+        _tuner = ThreadTuner(numba.config.NUMBA_NUM_THREADS, _use_threads, idle=idle_seconds)
+    return _tuner.step(size)

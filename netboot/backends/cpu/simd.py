@@ -358,6 +358,19 @@ dot_q5_k = _row_dot(176, 256, _q5_k, sums=True)
 dot_q6_k = _row_dot(210, 256, _q6_k)
 
 
+@intrinsic
+def claim(typingctx, counter_t):
+    """counter[0] += 1 as one atomic step, returning the value before: how the threads of a product take its runs
+    of rows one at a time, so that a thread the OS leaves waiting (a busy core) holds up one run, not half the
+    rows (numba's prange splits them evenly in advance)."""
+
+    def codegen(context, builder, sig, args):
+        counter = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", counter.data, ir.Constant(I64, 1), "monotonic")
+
+    return types.int64(counter_t), codegen
+
+
 MANY = 16  # vectors one dot_many call takes at most: a batch of more goes in groups
 
 

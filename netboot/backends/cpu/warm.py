@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from netboot import memory
 from netboot.backends.cpu import blocks
 from netboot.backends.cpu.kernels import dequantize_rows, matvec, readonly, use_batched
 from netboot.tensors.ggml import GGMLType
@@ -26,13 +27,12 @@ def warm(decode_layer: bool = True, batched: bool = True) -> bool:
 
     directory = Path(kernel_cache_dir())
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
+    with open(directory / ".lock", "w") as lock, memory.paused_gc():
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _warm(decode_layer, batched)
 
 
 def _warm(decode_layer: bool, batched: bool) -> bool:
-    from netboot import memory
     from netboot.backends.cpu import fused, jit, ops
 
     kernels = [blocks.matvec, blocks.dequantize_rows, ops.rms_norm, ops.rope, ops.gelu_tanh_mul, ops.silu_mul,
