@@ -3,9 +3,10 @@
     pip install -e ".[demo]" llama-cpp-python
     python benchmarks/bench_engine.py --runs 5 --threads 2
 
-Each measurement runs in a fresh child process (so peak RSS is that engine's own): load time, prefill tok/s on a
-100-token prompt, decode tok/s over 128 greedy tokens (end-of-sequence ignored, so both decode the same count), and
-peak RSS. Prints the CPU, the versions measured, the medians and each ratio netboot / llama.cpp.
+Each measurement runs in a fresh child process (so peak RSS is that engine's own): load time (from importing the
+engine, which loads its compiled code, to a model and tokenizer ready), prefill tok/s on a 100-token prompt,
+decode tok/s over 128 greedy tokens (end-of-sequence ignored, so both decode the same count), and peak RSS.
+Prints the CPU, the versions measured, the medians and each ratio netboot / llama.cpp.
 
 Then, unless --no-contention, the same decode with one core kept busy by another process (`while True: pass`):
 netboot at its default thread count (as `netboot run` without --threads), netboot with --threads 1 and 2, and
@@ -50,11 +51,11 @@ def prompt_ids(model_path: str, n: int) -> list[int]:
 def worker_netboot(model_path: str, ids: list[int], n_decode: int) -> dict:
     # NETBOOT_THREADS_FIXED=0 in the environment: no thread count given (netboot's threads adapt, as under
     # `netboot run`); NETBOOT_THREADS_FIXED=1: one given, as --threads N.
+    start = time.perf_counter()  # load: from the import (numba and the cached kernels load inside netboot.load)
     import numpy as np
 
     import netboot
 
-    start = time.perf_counter()
     loaded = netboot.load(model_path)
     loaded.tokenizer  # noqa: B018 - building the vocabulary is part of loading
     load = time.perf_counter() - start
@@ -73,10 +74,10 @@ def worker_netboot(model_path: str, ids: list[int], n_decode: int) -> dict:
 
 
 def worker_llama_cpp(model_path: str, ids: list[int], n_decode: int, threads: int) -> dict:
+    start = time.perf_counter()  # load: from the import, which loads llama.cpp's libraries
     import numpy as np
     from llama_cpp import Llama
 
-    start = time.perf_counter()
     llm = Llama(model_path=model_path, n_ctx=512, n_batch=512, n_threads=threads, n_threads_batch=threads,
                 verbose=False)
     load = time.perf_counter() - start

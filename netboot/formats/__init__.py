@@ -48,10 +48,12 @@ class ModelFile:
         """The model's `netboot.tokenizers.base.Tokenizer`; a NetbootError when the model carries none."""
         if self.tokenizer_loader is None:
             raise NetbootError(f"{self.path}: the model carries no tokenizer (pass --tokenizer)")
-        from netboot.memory import paused_gc
+        from netboot.memory import paused_gc, trim_heap
 
         with paused_gc():
-            return self.tokenizer_loader()
+            tokenizer = self.tokenizer_loader()
+        trim_heap()
+        return tokenizer
 
 
 def check_tensors(file: ModelFile) -> None:

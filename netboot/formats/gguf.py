@@ -22,6 +22,7 @@ from netboot.config import LIMITS, ModelConfig, float_field, gemma3_sliding_laye
 from netboot.errors import FormatError, TruncatedHeader, UnsupportedError, clipped, shown
 from netboot.formats import GGUF_MAGIC, ModelFile
 from netboot.formats.names import EMBEDDING
+from netboot.memory import trim_heap
 from netboot.sources.base import ByteSource, aligned_buffer
 from netboot.tensors.ggml import BLOCK_SIZES, GGMLType, type_name
 from netboot.tensors.qtensor import QTensor
@@ -68,7 +69,7 @@ class StringArray(Sequence[str]):
     __hash__ = None  # type: ignore[assignment]
 
 
-_MAX_WINDOW = 1 << 22  # bytes of a string array scanned at once for its length prefixes
+_MAX_WINDOW = 1 << 16  # bytes of a string array scanned at once for its length prefixes
 
 
 def _prefixes(buf: memoryview, pos: int, wend: int) -> tuple[np.ndarray, np.ndarray]:
@@ -273,6 +274,7 @@ def parse_header(buf: memoryview, path: Path | str, file_size: int | None = None
 
     alignment = _alignment(path, metadata.get("general.alignment", DEFAULT_ALIGNMENT))
     data_start = -(-cur.pos // alignment) * alignment
+    trim_heap()  # the string arrays' temporaries
     return metadata, [(name, dims, t, data_start + rel) for name, dims, t, rel in infos], data_start
 
 
