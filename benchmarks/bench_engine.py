@@ -26,7 +26,7 @@ import sys
 import time
 from importlib.metadata import version
 
-from cpu_info import available_cores, cpu_description, netboot_commit
+from cpu_info import cpu_description, netboot_commit
 
 DEFAULT = None  # a netboot case's thread count meaning: none given, netboot's default (as `netboot run` alone)
 
@@ -98,7 +98,10 @@ def run_worker(engine: str, model_path: str, ids: list[int], n_decode: int, thre
     env = dict(os.environ)
     # As netboot's CLI sets them: --threads N, else the available cores (llama.cpp takes its count from the call).
     env["NETBOOT_THREADS_FIXED"] = "0" if threads is DEFAULT else "1"
-    threads = available_cores() if threads is DEFAULT else threads
+    if threads is DEFAULT:
+        from netboot.cli import available_cores  # here, not at the top: the workers time netboot's import
+
+        threads = available_cores()
     env.update(OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1",
                MKL_NUM_THREADS="1")
     cmd = [sys.executable, __file__, "--worker", engine, "--model", model_path, "--threads", str(threads),

@@ -3,7 +3,6 @@ matter to the kernels (netboot's and llama.cpp's), and the commit of netboot mea
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -12,12 +11,10 @@ FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vn
             "avx512vbmi", "amx_tile", "amx_int8", "amx_bf16", "asimd", "neon")
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def cpu_description() -> str:
     """'CPU model; N cores available; features: ...' from /proc/cpuinfo (x86 'flags', ARM 'Features')."""
+    from netboot.cli import available_cores  # here: bench_engine's workers time netboot's import themselves
+
     model, flags = "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -137,9 +137,9 @@ def release_library_code(name: str) -> int:
     madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     advised = 0
-    for start, end, perms, path, anonymous in _mappings(text, name):
+    for start, end, perms, anonymous in _mappings(text, name):
         # Writable mappings hold data that is no longer a copy of the file: leave those.
-        if os.path.basename(path) != name or "w" in perms:
+        if "w" in perms:
             continue
         advice = MADV_DONTNEED if anonymous == 0 and perms[3] == "p" else MADV_PAGEOUT
         if madvise(start, end - start, advice) == 0:
@@ -148,8 +148,8 @@ def release_library_code(name: str) -> int:
 
 
 def _mappings(smaps: str, name: str):
-    """(start, end, perms, path, anonymous kB) of each mapping in /proc/self/smaps of a file named `name`: only
-    their own lines are split (the whole text is some 2,000 mappings)."""
+    """(start, end, perms, anonymous kB) of each mapping in /proc/self/smaps of a file named `name`: only their
+    own lines are split (the whole text is some 2,000 mappings)."""
     tail = "/" + name + "\n"
     at = smaps.find(tail)
     while at >= 0:
@@ -161,5 +161,5 @@ def _mappings(smaps: str, name: str):
         anonymous = re.search(r"^Anonymous:\s+(\d+)", stats, re.M)
         if len(head) == 6 and "-" in head[0]:
             start, end = (int(v, 16) for v in head[0].split("-"))
-            yield start, end, head[1], head[5], int(anonymous[1]) if anonymous else None
+            yield start, end, head[1], int(anonymous[1]) if anonymous else None
         at = smaps.find(tail, line_end)
