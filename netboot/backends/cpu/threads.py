@@ -8,7 +8,7 @@ keeping whichever was faster on steps of the same size. Probes cost steps at a w
 where they can win:
 
 - fewer threads, when the threads do not get their cores: the process's CPU time per second of a step falls below
-  SHARE of the count (measured 1.94 of 2 on an idle machine, 1.47 with one core busy);
+  SHARE of the count (measured 1.94-1.98 of 2 on an idle machine, 1.27-1.47 with one core busy);
 - more threads, when the machine's cores were idle enough to run them (the CPU time the OS counts as idle).
 
 A probe that loses comes back half as often (up to MAX_PERIOD steps apart). `--threads N` fixes the count.
