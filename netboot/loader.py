@@ -76,14 +76,19 @@ def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **netw
 
 def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, max_memory: int | None = None,
          positions: int | Callable[[ModelFile], int] = 512, prefetch: int = 1, batched: bool = False,
-         **network: Any) -> LoadedModel:
+         cluster: str | None = None, stages: int | None = None, **network: Any) -> LoadedModel:
     """Open a model without copying its weights: every tensor stays a view of the file (or of the memory a
     `no_disk=True` boot received it into). `ref` may be an http(s):// URL; see `open_ref` for `network`.
 
     With `max_memory` (bytes of peak RSS), weights that do not fit are streamed from the file as the forward pass
     needs them (`netboot.placement.streamed`), for runs of up to `positions` tokens (or `positions(file)`), reading
     `prefetch` layers ahead; `batched` loads the kernels of batched steps there too (a serving engine: they hold
-    8 MB more; resident, they are always loaded)."""
+    8 MB more; resident, they are always loaded).
+
+    With `cluster` (a Ray head's HOST:PORT, or `auto`), the layers run as `stages` stages on the cluster's nodes
+    (`netboot.cluster`), each loading its range from `ref` there; this process keeps the embedding and output."""
+    if cluster is not None:
+        return _load_cluster(ref, tokenizer, cluster, stages, network)
     if max_memory is None:
         from netboot.memory import paused_gc
 
@@ -96,6 +101,20 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
             plan = make_plan(file, Resources(), limits)
             return LoadedModel(file, assemble(plan.stage, file), plan)
     return _load_streamed(ref, tokenizer, max_memory, positions, prefetch, batched, network)
+
+
+def _load_cluster(ref, tokenizer, address: str, stages: int | None, network: dict):
+    from netboot.memory import paused_gc
+
+    file = open_ref(ref, tokenizer, **network)
+    with paused_gc():
+        from netboot.backends.cpu.warm import warm
+
+        warm()
+        head = assemble(make_plan(file, Resources(), RunLimits()).stage, file)
+    from netboot.cluster.connect import load_pipeline
+
+    return load_pipeline(None if ref is None or str(ref) == "default" else str(ref), file, head, address, stages)
 
 
 def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, batched: bool,

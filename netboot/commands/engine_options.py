@@ -16,6 +16,7 @@ from netboot.commands.options import (
     add_memory_arguments,
     add_network_arguments,
     check_memory_arguments,
+    cluster_options,
     network_options,
     prepare_streaming,
 )
@@ -100,7 +101,7 @@ def _load_engine(args: argparse.Namespace) -> Served:
         # The plan sets aside the KV caches' memory: --kv-memory, or --parallel sequences of the whole context.
         memory = {"max_memory": flag_size("--max-memory", args.max_memory), "prefetch": args.prefetch,
                   "positions": lambda file: _planned_positions(args, file.config), "batched": True}
-    loaded = load(args.model, args.tokenizer, **memory, **network_options(args))
+    loaded = load(args.model, args.tokenizer, **memory, **network_options(args), **cluster_options(args))
     if args.explain:
         print(loaded.explain(), file=sys.stderr)
     config = loaded.model.config

@@ -24,20 +24,37 @@ def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --max-memory: layers read ahead while one computes (0 = off; default 1)")
     parser.add_argument("--explain", action="store_true",
                         help="print where each layer's weights come from and the memory accounting, to stderr")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="run the layers as stages on a Ray cluster: its head's HOST:PORT, or 'auto' "
+                             "(RAY_ADDRESS); needs pip install 'llm-netboot[cluster]'")
+    parser.add_argument("--stages", type=int, default=None, metavar="N",
+                        help="with --cluster: split the layers into N stages (default: one per live node)")
 
 
 def check_memory_arguments(args: argparse.Namespace) -> None:
-    check_limits(args, {"prefetch": Limit("--prefetch", 0)})
+    check_limits(args, {"prefetch": Limit("--prefetch", 0), "stages": Limit("--stages", 1)})
     if args.max_memory is not None:
         flag_size("--max-memory", args.max_memory, positive=True)
+    if args.stages is not None and args.cluster is None:
+        raise NetbootError("--stages needs --cluster")
+    if args.cluster is not None and args.max_memory is not None:
+        raise NetbootError("--max-memory with --cluster: stages that stream their layers are not built yet")
+
+
+def cluster_options(args: argparse.Namespace) -> dict:
+    """load()'s keywords for --cluster and --stages (none without --cluster)."""
+    return {} if args.cluster is None else {"cluster": args.cluster, "stages": args.stages}
 
 
 def prepare_streaming(args: argparse.Namespace) -> None:
-    """Under --max-memory, before anything imports numba: idle OpenMP workers sleep, and the process starts lean."""
-    if args.max_memory is None:
-        return
+    """Under --max-memory, before anything imports numba: idle OpenMP workers sleep, and the process starts lean.
+    With --cluster they sleep too: this process waits on the stages between its own kernels."""
     import os
 
+    if getattr(args, "cluster", None) is not None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.max_memory is None:
+        return
     from netboot.memory import lean_start
 
     # Streaming is bound by reads: numba's idle OpenMP workers spinning between kernels take the cores that

@@ -12,6 +12,7 @@ from netboot.commands.options import (
     add_network_arguments,
     add_sampling_arguments,
     check_memory_arguments,
+    cluster_options,
     network_options,
     prepare_streaming,
     sampling_limits,
@@ -57,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
         budget = flag_size("--max-memory", args.max_memory, positive=True)
         memory = {"max_memory": budget, "positions": positions, "prefetch": args.prefetch}
     start = time.perf_counter()
-    loaded = load(args.model, args.tokenizer, **memory, **network_options(args))
+    loaded = load(args.model, args.tokenizer, **memory, **network_options(args), **cluster_options(args))
     if args.explain:
         print(loaded.explain(), file=sys.stderr)
     tokenizer = loaded.tokenizer

@@ -69,7 +69,7 @@ class SessionPool:
                 self._idle[key] = session
             return None
         if session is None:
-            session, reused = Session(KVCache(self.model.config, capacity=positions)), 0
+            session, reused = Session(self.model.new_cache(capacity=positions)), 0
         else:
             session.cache.reserve(positions)
             del session.tokens[reused:]

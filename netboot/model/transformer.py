@@ -26,8 +26,8 @@ class Model:
     weights: Weights
     backend: Backend = field(default_factory=select)
 
-    def new_cache(self, start: int = 0, stop: int | None = None) -> KVCache:
-        return KVCache(self.config, start, stop)
+    def new_cache(self, start: int = 0, stop: int | None = None, capacity: int = 256) -> KVCache:
+        return KVCache(self.config, start, stop, capacity)
 
     def embed(self, tokens: np.ndarray) -> np.ndarray:
         h = self.backend.take_rows(self.weights.embedding(), np.asarray(tokens, dtype=np.int64))

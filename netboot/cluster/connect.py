@@ -1,0 +1,63 @@
+"""`--cluster`: from a model reference to a `Pipeline` whose stages run on a Ray cluster's nodes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from netboot.cluster.nodes import ClusterError, Node, connect, live_nodes
+from netboot.cluster.pipeline import Pipeline, start_stage
+from netboot.cluster.split import split_layers
+from netboot.formats import ModelFile
+from netboot.planner.budget import MB
+
+
+@dataclass
+class ClusterModel:
+    """What `netboot.loader.load` returns for a cluster: the same fields as a LoadedModel."""
+
+    file: ModelFile
+    model: Pipeline
+    address: str
+
+    @property
+    def tokenizer(self):
+        return self.file.tokenizer
+
+    def explain(self) -> str:
+        table = self.file.tensors["token_embd.weight"].nbytes
+        source = self.model.ref or "the default model (its own copy)"
+        lines = [f"Ray cluster at {self.address}: {len(self.model.stages)} stages, each loading its layers from "
+                 f"{source} on its node",
+                 f"driver        embedding and output  {table / MB:8.1f} MB  resident (memory map)"]
+        for i, s in enumerate(self.model.stages):
+            lines.append(f"stage {i}  node {s.node.short} ({s.node.address}, {s.node.memory / MB:.0f} MB for "
+                         f"actors)  layers {s.layers.start}-{s.layers.stop - 1}  {s.nbytes / MB:8.1f} MB  resident")
+        return "\n".join(lines)
+
+
+def load_pipeline(ref: str, file: ModelFile, head, address: str, stages: int | None = None,
+                  threads: int | None = None) -> ClusterModel:
+    """Stages over the cluster's live nodes (the `stages` with the most memory, default all, at most one per layer),
+    each a contiguous range with a share of the layers' bytes in proportion to its node's memory. `head` is the
+    driver's own Model (embedding and output); `ref` is what every stage loads on its node."""
+    from netboot.formats.names import layer_spans
+
+    connect(address)
+    nodes = live_nodes()
+    n = file.config.n_layers
+    if not nodes:
+        raise ClusterError(f"the Ray cluster at {address} has no live node with CPUs to hold a stage")
+    count = min(stages or len(nodes), n)
+    if count > len(nodes):
+        raise ClusterError(f"--stages {count}: the cluster has {len(nodes)} live nodes with CPUs")
+    chosen: list[Node] = nodes[:count]
+    spans = layer_spans(file)
+    sizes = [spans[i].nbytes for i in range(n)]
+    ranges = split_layers(sizes, [max(node.memory, 1) for node in chosen])
+    if ref is not None and "://" not in str(ref):
+        ref = os.path.abspath(ref)  # the same path on every node; the default model (None): each node's own copy
+    built = [start_stage(ref, r, node, n, threads, sum(sizes[i] for i in r))
+             for r, node in zip(ranges, chosen, strict=True)]
+    pipeline = Pipeline(file.config, head.weights, head.backend, stages=built, ref=ref, threads=threads)
+    return ClusterModel(file, pipeline, address)

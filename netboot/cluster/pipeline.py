@@ -1,0 +1,229 @@
+"""A `Model` whose layers run as stages on Ray actors, one contiguous range each, and which survives a stage's
+node dying: the range moves to another node, its KV caches are rebuilt from what the stage before it handed on
+(at the positions they had), and the step that failed runs again. Embedding and output run in the driver.
+
+Every session's stage caches are named by the session's `RemoteCache`; hidden states go from stage to stage as
+Ray object references chained in one submission, so the driver waits once per step."""
+
+from __future__ import annotations
+
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from netboot.cluster.nodes import ClusterError, Node, live_nodes
+from netboot.cluster.stage import Batch, StageWorker
+from netboot.errors import note
+from netboot.model.kv_cache import KVCache
+from netboot.model.layer import Span
+from netboot.model.transformer import Model
+
+LOAD_TIMEOUT = 300.0  # s for a stage to load its layers
+PING_TIMEOUT = 3.0  # s for a live stage to say so while the pipeline looks for the dead ones
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """One lost stage moved: which, where to, and how the time went (seconds)."""
+
+    stage: int
+    node: str
+    load: float
+    replay: float
+    positions: int
+    sessions: int
+
+
+@dataclass
+class Stage:
+    layers: range
+    node: Node
+    actor: object
+    nbytes: int  # its layers' weights
+
+
+class RemoteCache:
+    """A session's KV cache as the driver knows it: its length, and the hidden states it fed the first stage (the
+    first stage's replacement is rebuilt from them). The keys and values themselves live on the stages."""
+
+    def __init__(self, pipeline: Pipeline, capacity: int):
+        self.sid = uuid.uuid4().hex
+        self.config = pipeline.config
+        self.stop = pipeline.config.n_layers
+        self.length = 0
+        self.capacity = capacity
+        self.inputs: list[tuple[int, np.ndarray]] = []
+        self._release = weakref.finalize(self, pipeline.release, self.sid)
+        self._release.atexit = False  # at exit the stages go with the driver's job
+
+    @property
+    def nbytes(self) -> int:  # what its keys and values take on the stages, all together
+        return self.capacity * KVCache.bytes_per_position(self.config)
+
+    def reserve(self, positions: int) -> None:
+        self.capacity = max(self.capacity, positions)
+
+    def truncate(self, length: int) -> None:
+        self.length = min(self.length, length)
+
+    def record(self, pos: int, h: np.ndarray) -> None:
+        while self.inputs and self.inputs[-1][0] >= pos:
+            self.inputs.pop()
+        self.inputs.append((pos, h.copy()))
+
+    def recorded(self) -> list[tuple[int, np.ndarray]]:
+        return [(pos, h[: self.length - pos]) for pos, h in self.inputs if pos < self.length]
+
+
+@dataclass
+class Pipeline(Model):
+    """Model's face (embed, run_batch, logits, forward, forward_batch, new_cache) over stages on Ray actors."""
+
+    stages: list[Stage] = field(default_factory=list)
+    ref: str | None = None  # what each stage loads: the model's path (on its node) or URL
+    threads: int | None = None
+    call_timeout: float = 120.0  # s a step may take before its stages are checked
+    recoveries: list[Recovery] = field(default_factory=list)
+    _caches: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
+
+    def new_cache(self, start: int = 0, stop: int | None = None, capacity: int = 256) -> RemoteCache:
+        cache = RemoteCache(self, capacity)
+        self._caches[cache.sid] = cache
+        return cache
+
+    def run_batch(self, h: np.ndarray, start: int, stop: int, spans: list[Span]) -> np.ndarray:
+        if (start, stop) != (0, self.config.n_layers):
+            raise ValueError("a pipeline runs every layer: its stages hold the ranges")
+        batch: Batch = [(s.cache.sid, s.pos, s.hi - s.lo) for s in spans]
+        for s in spans:
+            s.cache.record(s.pos, h[s.lo : s.hi])
+        out = self._through_stages(h, batch)
+        for s in spans:
+            s.cache.length = s.pos + s.hi - s.lo
+        return out
+
+    def release(self, sid: str) -> None:
+        """Drop a session's caches on every stage (its RemoteCache is gone); best effort, never waited for."""
+        import ray
+
+        if not ray.is_initialized():  # a call now would start a Ray of its own
+            return
+        for stage in self.stages:
+            try:
+                stage.actor.release.remote([sid])
+            except Exception:  # noqa: BLE001 - the actor or Ray itself may be gone (shutdown)
+                pass
+
+    def _through_stages(self, h: np.ndarray, batch: Batch) -> np.ndarray:
+        import ray
+
+        for _ in range(len(self.stages) + 1):
+            ref = h
+            for stage in self.stages:
+                ref = stage.actor.run.remote(ref, batch)
+            try:
+                return ray.get(ref, timeout=self.call_timeout)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+                self._recover(e)
+            except ray.exceptions.RayTaskError as e:
+                raise ClusterError(f"a stage failed: {str(e.cause if e.cause else e).splitlines()[0]}") from e
+        raise ClusterError("the pipeline kept losing stages; giving up")
+
+    def _recover(self, error: Exception) -> None:
+        """Replace every stage that no longer answers, in order, and rebuild its sessions' caches."""
+        import ray
+
+        began = time.perf_counter()
+        dead = [i for i, s in enumerate(self.stages) if not _answers(s)]
+        if not dead:
+            raise ClusterError(f"a step took over {self.call_timeout:.0f} s though every stage answers") from error
+        for i in dead:
+            old = self.stages[i]
+            try:
+                ray.kill(old.actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone with its node
+                pass
+            lost = (f"stage {i} (layers {old.layers.start}-{old.layers.stop - 1}) on node {old.node.short} "
+                    f"({old.node.address}) stopped answering")
+            note(f"{lost}; moving it")
+            excluded = {self.stages[j].node.id for j in dead}
+            t0 = time.perf_counter()
+            self.stages[i] = self._start_replacement(old, excluded, lost)
+            loaded = time.perf_counter() - t0
+            sessions, positions = self._replay(i)
+            replayed = time.perf_counter() - t0 - loaded
+            self.recoveries.append(Recovery(i, self.stages[i].node.id, loaded, replayed, positions, sessions))
+            note(f"stage {i} now on node {self.stages[i].node.short} ({self.stages[i].node.address}): loaded in "
+                 f"{loaded:.2f} s, {positions} positions of {sessions} sessions replayed in "
+                 f"{replayed:.2f} s; recovered {time.perf_counter() - began:.2f} s after "
+                 "the loss was noticed")
+
+    def _start_replacement(self, old: Stage, excluded: set[str], lost: str) -> Stage:
+        taken = {s.node.id for s in self.stages}
+        candidates = [n for n in live_nodes() if n.id not in excluded]
+        candidates.sort(key=lambda n: (n.id in taken, -n.memory))
+        for node in candidates:
+            try:
+                return start_stage(self.ref, old.layers, node, self.config.n_layers, self.threads, old.nbytes)
+            except ClusterError as e:
+                note(f"node {node.short} could not take layers {old.layers.start}-{old.layers.stop - 1}: {e}")
+        raise ClusterError(f"{lost}, and no live node can take its layers")
+
+    def _replay(self, i: int) -> tuple[int, int]:
+        """Feed stage i, new, what its predecessor handed on for every live session (the driver's record of the
+        first stage's inputs for stage 0), chunk by chunk at the positions they had."""
+        import ray
+
+        stage, sessions, positions = self.stages[i], 0, 0
+        for sid, cache in list(self._caches.items()):
+            if cache.length == 0:
+                continue
+            if i == 0:
+                chunks = cache.recorded()
+            else:
+                chunks = ray.get(self.stages[i - 1].actor.outputs.remote(sid, cache.length), timeout=self.call_timeout)
+            for pos, h in chunks:
+                ray.get(stage.actor.run.remote(h, [(sid, pos, h.shape[0])]), timeout=self.call_timeout)
+                positions += h.shape[0]
+            sessions += 1
+        return sessions, positions
+
+
+def _answers(stage: Stage) -> bool:
+    import ray
+
+    try:
+        ray.get(stage.actor.ready.remote(), timeout=PING_TIMEOUT)
+        return True
+    except Exception:  # noqa: BLE001 - any failure to answer is a dead stage here
+        return False
+
+
+_remote_class = None
+
+
+def start_stage(ref: str | None, layers: range, node: Node, n_layers: int, threads: int | None,
+                nbytes: int) -> Stage:
+    """A stage actor pinned to `node`, holding `layers` loaded from `ref` there; returns once it has loaded."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    global _remote_class
+    if _remote_class is None:
+        _remote_class = ray.remote(StageWorker)
+    # No restarts: a restarted actor would come back with empty caches; the pipeline replaces it instead. Two calls
+    # at once so that a busy stage still answers the pipeline's liveness check.
+    actor = _remote_class.options(
+        num_cpus=0, max_restarts=0, max_concurrency=2,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False),
+    ).remote(ref, layers.start, layers.stop, threads, last=layers.stop == n_layers)
+    try:
+        ray.get(actor.ready.remote(), timeout=LOAD_TIMEOUT)
+    except ray.exceptions.RayTaskError as e:
+        raise ClusterError(str(e.cause if e.cause else e).splitlines()[0]) from e
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+        raise ClusterError(f"the stage did not start: {str(e).splitlines()[0]}") from e
+    return Stage(layers, node, actor, nbytes)

@@ -1,0 +1,107 @@
+"""The Ray actor that holds one stage: layers [start, stop) of a model, loaded on its own node from the model's
+path or URL (the driver never sends weights), and each session's KV cache for those layers.
+
+A stage also keeps, per session, the hidden states it handed on (its outputs, position by position): they are the
+inputs the next stage saw, so a replacement for that stage rebuilds its caches from them at their own positions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# A batch as the driver describes it: for each sequence in row order, (session id, first position, rows).
+Batch = list[tuple[str, int, int]]
+
+
+class MissingContext(Exception):  # noqa: N818 - a state, not a failure of this code
+    """A stage asked to continue a session at a position past what its cache holds (a replacement that was never
+    given the session's history): never answered with an empty cache."""
+
+
+@dataclass
+class _Session:
+    cache: object  # KVCache of the stage's layers
+    outputs: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (first position, hidden states)
+
+    def keep(self, pos: int, h: np.ndarray) -> None:
+        """Record what was handed on at positions pos..: a step run again (after a failover) replaces its record."""
+        while self.outputs and self.outputs[-1][0] >= pos:
+            self.outputs.pop()
+        self.outputs.append((pos, h.copy()))
+
+
+class StageWorker:
+    """Made a Ray actor by `netboot.cluster.pipeline` (ray.remote(StageWorker)), so this module imports without Ray."""
+
+    def __init__(self, ref: str | None, start: int, stop: int, threads: int | None = None, last: bool = False):
+        import os
+
+        # Read when OpenMP starts (numba's first parallel kernel): the stages of a pipeline take turns, and a
+        # stage's idle workers spinning would take the cores the others compute on.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from netboot.assemble import assemble
+        from netboot.backends.cpu import kernels
+        from netboot.backends.cpu.warm import warm
+        from netboot.loader import open_ref
+        from netboot.placement.base import Residency
+        from netboot.planner.plan import StagePlan
+
+        file = open_ref(ref)
+        warm()
+        if threads:
+            kernels.set_threads(threads)
+        layers = range(start, stop)
+        plan = StagePlan("ray", "cpu", layers, Residency(tuple(layers)), fused_decode=True, streamed=False)
+        self.model = assemble(plan, file)
+        self.start, self.stop, self.last = start, stop, last
+        self.sessions: dict[str, _Session] = {}
+        self.busy = 0.0  # seconds spent computing, for the benchmark's split of a step's time
+
+    def ready(self) -> dict:
+        """Where this stage runs (it answers once its layers are loaded)."""
+        import os
+
+        import ray
+
+        from netboot.backends.cpu import kernels
+
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "threads": kernels.thread_count(),
+                "busy": self.busy}
+
+    def run(self, h: np.ndarray, batch: Batch) -> np.ndarray:
+        """Layers [start, stop) on hidden states h (rows in `batch` order), each sequence with its own cache."""
+        from netboot.model.kv_cache import KVCache
+        from netboot.model.layer import Span
+
+        spans, lo = [], 0
+        for sid, pos, rows in batch:
+            session = self.sessions.get(sid)
+            if session is None:
+                session = self.sessions[sid] = _Session(KVCache(self.model.config, self.start, self.stop))
+            if pos > session.cache.length:
+                raise MissingContext(f"layers {self.start}-{self.stop - 1} hold {session.cache.length} positions of "
+                                     f"session {sid}, asked to continue at {pos}")
+            spans.append(Span(lo, lo + rows, session.cache, pos))
+            lo += rows
+        began = time.perf_counter()
+        with self.model.backend.step(h.shape[0]):
+            out = self.model.run_batch(h, self.start, self.stop, spans)
+        self.busy += time.perf_counter() - began
+        if not self.last:
+            for s, (sid, pos, _) in zip(spans, batch, strict=True):
+                self.sessions[sid].keep(pos, out[s.lo : s.hi])
+        return out
+
+    def outputs(self, sid: str, until: int) -> list[tuple[int, np.ndarray]]:
+        """What this stage handed on for session `sid` at positions below `until`, in order."""
+        session = self.sessions.get(sid)
+        if session is None:
+            return []
+        return [(pos, h[: until - pos]) for pos, h in session.outputs if pos < until]
+
+    def release(self, sids: list[str]) -> None:
+        for sid in sids:
+            self.sessions.pop(sid, None)

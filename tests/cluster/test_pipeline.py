@@ -1,0 +1,228 @@
+"""The layers on a real Ray cluster (a head and worker nodes on 127.0.0.1, token authentication on): 2 and 3
+stages agree with the resident model, a node killed mid-generation loses nothing, and the errors are clear."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from support.ray_nodes import LocalCluster
+from support.serverprocs import assert_one_line_error, clean_env, netboot
+
+from netboot.engine.generate import Generation
+from netboot.engine.sampling import SamplingParams
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+LOGIT_BOUND = 2e-4  # relative to the largest logit: the engine's bound between batch shapes (test_scheduler)
+PROMPT = "The three most important inventions of the twentieth century were"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = LocalCluster()
+    try:
+        yield c.start(workers=3)
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def pipelines(cluster):
+    from netboot.loader import load
+
+    loaded = {n: load(None, cluster=cluster.address, stages=n) for n in (2, 3)}
+    yield loaded
+    for p in loaded.values():
+        for s in p.model.stages:
+            import ray
+
+            ray.kill(s.actor)
+
+
+def _greedy(model, tokenizer, n=24) -> str:
+    ids = tokenizer.encode(PROMPT)
+    return Generation(model, tokenizer, ids, max_tokens=n, params=SamplingParams(temperature=0)).text()
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_stages_split_the_layers_over_distinct_nodes(pipelines, stages):
+    p = pipelines[stages].model
+    assert [s.layers for s in p.stages][0].start == 0 and p.stages[-1].layers.stop == p.config.n_layers
+    assert all(a.layers.stop == b.layers.start for a, b in zip(p.stages, p.stages[1:], strict=False))
+    assert len({s.node.id for s in p.stages}) == stages
+    text = pipelines[stages].explain()
+    assert all(f"layers {s.layers.start}-{s.layers.stop - 1}" in text for s in p.stages)
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_logits_and_greedy_text_match_the_resident_model(pipelines, default_model, stages):
+    p, tok = pipelines[stages].model, default_model.tokenizer
+    ids = tok.encode(PROMPT)
+    ours = p.forward(ids, p.new_cache(), 0)
+    ref = default_model.model.forward(ids, default_model.model.new_cache(), 0)
+    assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
+    assert _greedy(p, tok) == _greedy(default_model.model, tok)
+
+
+def test_a_batch_of_sessions_matches_the_resident_model(pipelines, default_model):
+    p, m, tok = pipelines[2].model, default_model.model, default_model.tokenizer
+    prompts = [tok.encode(PROMPT), tok.encode("Once upon a time")]
+    ours = p.forward_batch([(ids, p.new_cache(), 0) for ids in prompts])
+    ref = m.forward_batch([(ids, m.new_cache(), 0) for ids in prompts])
+    assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
+
+
+def test_a_stage_never_serves_a_session_it_does_not_hold(pipelines):
+    """What a restarted actor would do: asked to continue a session at position 5 with no cache, it refuses."""
+    import ray
+
+    stage = pipelines[2].model.stages[1]
+    h = np.zeros((1, pipelines[2].model.config.dim), np.float32)
+    with pytest.raises(ray.exceptions.RayTaskError, match="hold 0 positions of session nobody"):
+        ray.get(stage.actor.run.remote(h, [("nobody", 5, 1)]))
+
+
+def test_no_live_node_for_a_lost_range_is_a_clear_error(pipelines, monkeypatch):
+    from netboot.cluster import pipeline as pipeline_module
+    from netboot.cluster.nodes import ClusterError
+
+    p = pipelines[2].model
+    monkeypatch.setattr(pipeline_module, "live_nodes", lambda: [])
+    with pytest.raises(ClusterError, match="no live node can take its layers"):
+        p._start_replacement(p.stages[1], set(), "stage 1 (layers 9-17) stopped answering")
+
+
+def test_a_wrong_token_is_refused_in_one_line(cluster):
+    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 32)
+    r = netboot("run", "-p", "hi", "-n", "2", "--cluster", cluster.address, env=env, timeout=120)
+    assert_one_line_error(r, "refused this program's token", cluster.address)
+
+
+def test_the_api_serves_concurrent_clients_from_the_stages(cluster, default_model):
+    """`netboot api --cluster`: the engine batches two clients' sequences through the stages; each gets the
+    resident model's greedy text (the official openai client, at once from two threads)."""
+    import openai
+    from support.serverprocs import Server, wait_for
+
+    prompts = [PROMPT, "Once upon a time"]
+    expected = [Generation(default_model.model, default_model.tokenizer, default_model.tokenizer.encode(p),
+                           max_tokens=16, params=SamplingParams(temperature=0)).text() for p in prompts]
+    server = Server([sys.executable, "-m", "netboot", "api", "--port", "0", "--parallel", "2", "--cluster",
+                     cluster.address, "--stages", "2"], r"listening on http://127\.0\.0\.1:(\d+)", kind="netboot api")
+    try:
+        origin = f"http://127.0.0.1:{server.port}"
+        client = openai.OpenAI(base_url=origin + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+        def ready() -> bool:
+            try:
+                client.models.list()
+                return True
+            except openai.APIStatusError:
+                return False
+
+        wait_for(ready, 240, "netboot api --cluster to load")
+        results: dict[int, str] = {}
+        model = client.models.list().data[0].id
+
+        def ask(i: int) -> None:
+            r = client.completions.create(model=model, prompt=prompts[i], max_tokens=16, temperature=0)
+            results[i] = r.choices[0].text
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=240)
+        assert [results.get(i) for i in range(2)] == expected, "".join(server.output)
+    finally:
+        server.kill()
+
+
+def _write_tinyllama_sized(path) -> None:
+    """A random Llama with TinyLlama 1.1B's shapes (22 layers, dim 2048, GQA 32/4 heads, vocab 32000), every matrix
+    Q8_0 (1.17 GB): quants uniform in -40..40 (standard deviation about 23), scaled so that each weight's is
+    1/sqrt(fan-in) (1 for the embedding): activations stay near unit size."""
+    from support.synthetic import SynthConfig, write_gguf_tensors
+
+    from netboot.tensors.ggml import GGMLType
+
+    config = SynthConfig(dim=2048, hidden=5632, n_layers=22, n_heads=32, n_kv_heads=4, vocab=32000, seq_len=2048)
+    rng = np.random.default_rng(11)
+    tensors = {}
+    for name, shape in config.shapes().items():
+        if len(shape) == 1:
+            tensors[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+            continue
+        rows, cols = shape
+        blocks = np.empty((rows, cols // 32, 34), np.uint8)
+        std = 1.0 if name == "token_embd.weight" else 1.0 / np.sqrt(cols)
+        blocks[:, :, :2] = np.array([std / 23], np.float16).view(np.uint8)
+        blocks[:, :, 2:] = rng.integers(-40, 41, (rows, cols // 32, 32), dtype=np.int8).view(np.uint8)
+        tensors[name] = (GGMLType.Q8_0, blocks.reshape(rows, -1))
+    write_gguf_tensors(path, config, tensors)
+
+
+def test_a_tinyllama_sized_model_over_three_nodes(cluster, tmp_path):
+    """The seed's case: a 1.1B-parameter Llama split over 3 nodes, each stage loading its third of the file from
+    the path; logits and greedy continuation as in one process."""
+    import netboot
+    from netboot.loader import load
+
+    path = tmp_path / "tinyllama-shaped-q8_0.gguf"
+    _write_tinyllama_sized(path)
+    staged = load(path, cluster=cluster.address, stages=3)
+    local = netboot.load(path)
+    p, m = staged.model, local.model
+    assert [len(s.layers) for s in p.stages] in ([7, 8, 7], [8, 7, 7], [7, 7, 8])
+    ids = [1, 450, 4996, 17354, 1701, 432, 17204]
+    pc, mc = p.new_cache(), m.new_cache()
+    ours, ref = p.forward(ids, pc, 0), m.forward(ids, mc, 0)
+    assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
+    pos = len(ids)
+    for _ in range(4):
+        token = int(ref.argmax())
+        assert int(ours.argmax()) == token
+        ours, ref = p.forward([token], pc, pos), m.forward([token], mc, pos)
+        pos += 1
+    assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
+
+
+def test_killing_a_stages_node_mid_generation_loses_nothing(cluster, default_model):
+    """`netboot run --cluster` with 2 stages; once a few tokens are out, the node that holds the last stage dies
+    (raylet and workers, SIGKILL). The run moves the range to the spare node, rebuilds its caches, and prints the
+    same text as an uninterrupted resident run."""
+    n = 40
+    expected = _greedy(default_model.model, default_model.tokenizer, n)
+    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=cluster.token)
+    cmd = [sys.executable, "-m", "netboot", "run", "-p", PROMPT, "-n", str(n), "--temperature", "0",
+           "--cluster", cluster.address, "--stages", "2", "--explain"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(line.decode() for line in proc.stderr), daemon=True)
+    reader.start()
+    out = b""
+    deadline = time.monotonic() + 240
+    while len(out) < 30 and time.monotonic() < deadline:  # a few tokens generated
+        chunk = proc.stdout.read1(64)
+        if not chunk:
+            break
+        out += chunk
+    victim = re.search(r"stage 1  node (\w+)", "".join(stderr))
+    assert victim, "".join(stderr)
+    killed = time.monotonic()
+    cluster.node(victim.group(1)).kill()
+    out += proc.stdout.read()
+    proc.wait(timeout=240)
+    reader.join(timeout=10)
+    log = "".join(stderr)
+    assert proc.returncode == 0, log
+    assert out.decode().rstrip("\n") == expected, log
+    assert "stage 1 (layers" in log and "stopped answering" in log and "now on node" in log, log
+    recovered = float(re.search(r"recovered ([\d.]+) s", log).group(1))
+    print(f"recovered {recovered:.2f} s after noticing; run ended {time.monotonic() - killed:.1f} s after the kill")
