@@ -129,7 +129,7 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, ba
     compiled = warm(decode_layer=False, batched=batched)
     hashes: dict = {}
     if is_url(ref):
-        source, file, hashes = _open_remote(ref, tokenizer, network)
+        source, file, hashes = open_remote(ref, tokenizer, network)
     else:
         from netboot.sources.file import FileSource
 
@@ -145,9 +145,9 @@ def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, ba
     return LoadedModel(file, assemble(plan.stage, file, source, hashes), plan, source)
 
 
-def _open_remote(url: str, tokenizer, network: dict):
-    """A remote GGUF for streaming: its Range source (falling back as --fallback says), its header and the sha256
-    of its layers from the server's catalog."""
+def open_remote(url: str, tokenizer, network: dict):
+    """A remote GGUF for streaming (--max-memory, or a cluster stage that reads only its layers): its Range source
+    (falling back as --fallback says), its header and the sha256 of its layers from the server's catalog."""
     from netboot.formats.gguf import open_gguf_header
     from netboot.remote.catalog import span_hashes
     from netboot.sources.fallback import FallbackSource

@@ -33,6 +33,26 @@ class _Session:
         self.outputs.append((pos, h.copy()))
 
 
+def _assemble_range(ref: str | None, layers: range):
+    """A Model holding only `layers` in memory: a URL's are read by Range requests, each layer's bytes checked
+    against the server's catalog digests (the rest of the file is never fetched); a path's (or the default model's)
+    are views of the memory-mapped file, of which only these layers' pages are touched."""
+    from netboot.assemble import assemble
+    from netboot.loader import open_ref, open_remote
+    from netboot.placement.base import Residency
+    from netboot.planner.plan import StagePlan
+    from netboot.sources.urls import is_url
+
+    if ref is not None and is_url(ref):
+        source, file, hashes = open_remote(ref, None, {})
+        # The table stays in the source, never read: the driver embeds and projects.
+        residency = Residency(tuple(layers), table_resident=False, chunk_bytes=1 << 20)
+        return assemble(StagePlan("ray", "cpu", layers, residency, True, True), file, source, hashes)
+    file = open_ref(ref)
+    plan = StagePlan("ray", "cpu", layers, Residency(tuple(layers)), fused_decode=True, streamed=False)
+    return assemble(plan, file)
+
+
 class StageWorker:
     """Made a Ray actor by `netboot.cluster.pipeline` (ray.remote(StageWorker)), so this module imports without Ray."""
 
@@ -42,20 +62,13 @@ class StageWorker:
         # Read when OpenMP starts (numba's first parallel kernel): the stages of a pipeline take turns, and a
         # stage's idle workers spinning would take the cores the others compute on.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        from netboot.assemble import assemble
         from netboot.backends.cpu import kernels
         from netboot.backends.cpu.warm import warm
-        from netboot.loader import open_ref
-        from netboot.placement.base import Residency
-        from netboot.planner.plan import StagePlan
 
-        file = open_ref(ref)
         warm()
         if threads:
             kernels.set_threads(threads)
-        layers = range(start, stop)
-        plan = StagePlan("ray", "cpu", layers, Residency(tuple(layers)), fused_decode=True, streamed=False)
-        self.model = assemble(plan, file)
+        self.model = _assemble_range(ref, range(start, stop))
         self.start, self.stop, self.last = start, stop, last
         self.sessions: dict[str, _Session] = {}
         self.busy = 0.0  # seconds spent computing, for the benchmark's split of a step's time

@@ -3,7 +3,9 @@ stages agree with the resident model, a node killed mid-generation loses nothing
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -142,6 +144,42 @@ def test_the_api_serves_concurrent_clients_from_the_stages(cluster, default_mode
         assert [results.get(i) for i in range(2)] == expected, "".join(server.output)
     finally:
         server.kill()
+
+
+def test_stages_read_only_their_layers_from_a_url(cluster, default_model, default_model_path, servers, tmp_path):
+    """A model URL (`netboot serve`, whose catalog publishes each layer's digest): each stage reads its header and
+    its layers by Range requests, checked against the digests, never the 178 MB table (the driver embeds and
+    projects); the logits are the resident model's."""
+    import json
+
+    from netboot.loader import load, resolve
+
+    root = tmp_path / "models"
+    root.mkdir()
+    try:  # netboot serve does not follow symbolic links out of its directory
+        os.link(default_model_path, root / "gemma.gguf")
+    except OSError:
+        shutil.copyfile(default_model_path, root / "gemma.gguf")
+    server = servers.netboot_serve(root)
+    url, cache = server.url("gemma.gguf"), str(tmp_path / "driver-cache")
+    resolve(url, cache_dir=cache)  # the driver's own copy first, so that what follows is the stages' reading
+    mark = len(server.output)
+    staged = load(url, cluster=cluster.address, stages=2, cache_dir=cache)
+    p, tok = staged.model, default_model.tokenizer
+    ids = tok.encode(PROMPT)
+    ours = p.forward(ids, p.new_cache(), 0)
+    ref = default_model.model.forward(ids, default_model.model.new_cache(), 0)
+    assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
+    records = [json.loads(line) for line in server.output[mark:] if line.startswith("{")]
+    ranged = sum(r["bytes"] for r in records if r.get("range"))
+    layers = sum(s.nbytes for s in p.stages)
+    header = min(t.offset for t in staged.file.tensors.values())  # 6.5 MB, read by growing prefixes
+    assert layers <= ranged <= layers + len(p.stages) * 3 * header, (ranged, layers, header)
+    assert ranged < staged.file.tensors["token_embd.weight"].nbytes  # the table was never read
+    for s in p.stages:
+        import ray
+
+        ray.kill(s.actor)
 
 
 def _write_tinyllama_sized(path) -> None:
