@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from netboot.cluster.nodes import ClusterError, Node, connect, live_nodes
-from netboot.cluster.pipeline import Pipeline, start_stage
+from netboot.cluster.pipeline import Pipeline, start_stage, start_standby
 from netboot.cluster.split import split_layers
 from netboot.formats import ModelFile
 from netboot.planner.budget import MB
@@ -33,6 +33,8 @@ class ClusterModel:
         for i, s in enumerate(self.model.stages):
             lines.append(f"stage {i}  node {s.node.short} ({s.node.address}, {s.node.memory / MB:.0f} MB for "
                          f"actors)  layers {s.layers.start}-{s.layers.stop - 1}  {s.nbytes / MB:8.1f} MB  resident")
+        for s in self.model.standby:
+            lines.append(f"standby  node {s.node.short} ({s.node.address}): kernels loaded, takes a lost range")
         return "\n".join(lines)
 
 
@@ -59,5 +61,9 @@ def load_pipeline(ref: str, file: ModelFile, head, address: str, stages: int | N
         ref = os.path.abspath(ref)  # the same path on every node; the default model (None): each node's own copy
     built = [start_stage(ref, r, node, n, threads, sum(sizes[i] for i in r))
              for r, node in zip(ranges, chosen, strict=True)]
-    pipeline = Pipeline(file.config, head.weights, head.backend, stages=built, ref=ref, threads=threads)
+    # One standby, on the spare node with the most memory: it loads its kernels now, so that taking over a lost
+    # range costs only reading that range.
+    standby = [start_standby(node, threads) for node in nodes[count : count + 1]]
+    pipeline = Pipeline(file.config, head.weights, head.backend, stages=built, ref=ref, threads=threads,
+                        standby=standby)
     return ClusterModel(file, pipeline, address)

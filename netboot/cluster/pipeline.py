@@ -35,6 +35,7 @@ class Recovery:
     replay: float
     positions: int
     sessions: int
+    standby: bool  # taken over by the waiting standby actor (kernels loaded), not a new one
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Pipeline(Model):
     threads: int | None = None
     call_timeout: float = 120.0  # s a step may take before its stages are checked
     recoveries: list[Recovery] = field(default_factory=list)
+    standby: list[Stage] = field(default_factory=list)  # actors with kernels loaded and no layers, on spare nodes
     _caches: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
 
     def new_cache(self, start: int = 0, stop: int | None = None, capacity: int = 256) -> RemoteCache:
@@ -151,25 +153,36 @@ class Pipeline(Model):
             note(f"{lost}; moving it")
             excluded = {self.stages[j].node.id for j in dead}
             t0 = time.perf_counter()
-            self.stages[i] = self._start_replacement(old, excluded, lost)
+            self.stages[i], standby = self._start_replacement(old, excluded, lost)
             loaded = time.perf_counter() - t0
             sessions, positions = self._replay(i)
             replayed = time.perf_counter() - t0 - loaded
-            self.recoveries.append(Recovery(i, self.stages[i].node.id, loaded, replayed, positions, sessions))
-            note(f"stage {i} now on node {self.stages[i].node.short} ({self.stages[i].node.address}): loaded in "
+            self.recoveries.append(Recovery(i, self.stages[i].node.id, loaded, replayed, positions, sessions, standby))
+            how = "the standby there" if standby else "a new actor"
+            note(f"stage {i} now on node {self.stages[i].node.short} ({self.stages[i].node.address}, {how}): loaded in "
                  f"{loaded:.2f} s, {positions} positions of {sessions} sessions replayed in "
                  f"{replayed:.2f} s; recovered {time.perf_counter() - began:.2f} s after "
                  "the loss was noticed")
 
-    def _start_replacement(self, old: Stage, excluded: set[str], lost: str) -> Stage:
-        taken = {s.node.id for s in self.stages}
-        candidates = [n for n in live_nodes() if n.id not in excluded]
-        candidates.sort(key=lambda n: (n.id in taken, -n.memory))
-        for node in candidates:
+    def _start_replacement(self, old: Stage, excluded: set[str], lost: str) -> tuple[Stage, bool]:
+        """A stage for `old`'s layers: the standby on a live node first, else a new actor on a live node that
+        holds no stage, else on any live node; and whether it was the standby."""
+        live = {n.id: n for n in live_nodes() if n.id not in excluded}
+        what = f"layers {old.layers.start}-{old.layers.stop - 1}"
+        while self.standby:
+            spare = self.standby.pop(0)
+            if spare.node.id not in live:
+                continue
             try:
-                return start_stage(self.ref, old.layers, node, self.config.n_layers, self.threads, old.nbytes)
+                return load_range(spare, self.ref, old.layers, self.config.n_layers, old.nbytes), True
             except ClusterError as e:
-                note(f"node {node.short} could not take layers {old.layers.start}-{old.layers.stop - 1}: {e}")
+                note(f"the standby on node {spare.node.short} could not take {what}: {e}")
+        taken = {s.node.id for s in self.stages}
+        for node in sorted(live.values(), key=lambda n: (n.id in taken, -n.memory)):
+            try:
+                return start_stage(self.ref, old.layers, node, self.config.n_layers, self.threads, old.nbytes), False
+            except ClusterError as e:
+                note(f"node {node.short} could not take {what}: {e}")
         raise ClusterError(f"{lost}, and no live node can take its layers")
 
     def _replay(self, i: int) -> tuple[int, int]:
@@ -205,9 +218,8 @@ def _answers(stage: Stage) -> bool:
 _remote_class = None
 
 
-def start_stage(ref: str | None, layers: range, node: Node, n_layers: int, threads: int | None,
-                nbytes: int) -> Stage:
-    """A stage actor pinned to `node`, holding `layers` loaded from `ref` there; returns once it has loaded."""
+def start_actor(node: Node, threads: int | None):
+    """A StageWorker pinned to `node`, holding no layers; not waited for."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -216,14 +228,32 @@ def start_stage(ref: str | None, layers: range, node: Node, n_layers: int, threa
         _remote_class = ray.remote(StageWorker)
     # No restarts: a restarted actor would come back with empty caches; the pipeline replaces it instead. Two calls
     # at once so that a busy stage still answers the pipeline's liveness check.
-    actor = _remote_class.options(
+    return _remote_class.options(
         num_cpus=0, max_restarts=0, max_concurrency=2,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False),
-    ).remote(ref, layers.start, layers.stop, threads, last=layers.stop == n_layers)
+    ).remote(threads)
+
+
+def start_standby(node: Node, threads: int | None) -> Stage:
+    """An actor on a spare node that loads its kernels now and a lost range later (`load_range`)."""
+    return Stage(range(0), node, start_actor(node, threads), 0)
+
+
+def start_stage(ref: str | None, layers: range, node: Node, n_layers: int, threads: int | None,
+                nbytes: int) -> Stage:
+    """A stage actor pinned to `node`, holding `layers` loaded from `ref` there; returns once it has loaded."""
+    return load_range(Stage(range(0), node, start_actor(node, threads), 0), ref, layers, n_layers, nbytes)
+
+
+def load_range(stage: Stage, ref: str | None, layers: range, n_layers: int, nbytes: int) -> Stage:
+    """`stage`'s actor loads `layers`; the stage that holds them, once they are loaded."""
+    import ray
+
     try:
-        ray.get(actor.ready.remote(), timeout=LOAD_TIMEOUT)
+        ray.get(stage.actor.load.remote(ref, layers.start, layers.stop, layers.stop == n_layers),
+                timeout=LOAD_TIMEOUT)
     except ray.exceptions.RayTaskError as e:
         raise ClusterError(str(e.cause if e.cause else e).splitlines()[0]) from e
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
         raise ClusterError(f"the stage did not start: {str(e).splitlines()[0]}") from e
-    return Stage(layers, node, actor, nbytes)
+    return Stage(layers, stage.node, stage.actor, nbytes)

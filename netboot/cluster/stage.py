@@ -56,7 +56,9 @@ def _assemble_range(ref: str | None, layers: range):
 class StageWorker:
     """Made a Ray actor by `netboot.cluster.pipeline` (ray.remote(StageWorker)), so this module imports without Ray."""
 
-    def __init__(self, ref: str | None, start: int, stop: int, threads: int | None = None, last: bool = False):
+    def __init__(self, threads: int | None = None):
+        """Ready to compute, holding no layers yet: `load` gives it its range. A standby waits like this, its numba
+        kernels loaded, so that taking over a lost range costs only reading that range."""
         import os
 
         # Read when OpenMP starts (numba's first parallel kernel): the stages of a pipeline take turns, and a
@@ -68,13 +70,21 @@ class StageWorker:
         warm()
         if threads:
             kernels.set_threads(threads)
-        self.model = _assemble_range(ref, range(start, stop))
-        self.start, self.stop, self.last = start, stop, last
+        self.model = None
+        self.start = self.stop = 0
+        self.last = False
         self.sessions: dict[str, _Session] = {}
         self.busy = 0.0  # seconds spent computing, for the benchmark's split of a step's time
 
+    def load(self, ref: str | None, start: int, stop: int, last: bool) -> dict:
+        """Take layers [start, stop) of the model at `ref` (a path on this node, a URL, or None for the default
+        model); `last`: nothing after it needs its outputs."""
+        self.model = _assemble_range(ref, range(start, stop))
+        self.start, self.stop, self.last = start, stop, last
+        return self.ready()
+
     def ready(self) -> dict:
-        """Where this stage runs (it answers once its layers are loaded)."""
+        """Where this stage runs, and what it holds."""
         import os
 
         import ray
@@ -82,7 +92,7 @@ class StageWorker:
         from netboot.backends.cpu import kernels
 
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "threads": kernels.thread_count(),
-                "busy": self.busy}
+                "busy": self.busy, "layers": (self.start, self.stop) if self.model is not None else None}
 
     def run(self, h: np.ndarray, batch: Batch) -> np.ndarray:
         """Layers [start, stop) on hidden states h (rows in `batch` order), each sequence with its own cache."""

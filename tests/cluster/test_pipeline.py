@@ -233,8 +233,8 @@ def test_a_tinyllama_sized_model_over_three_nodes(cluster, tmp_path):
 
 def test_killing_a_stages_node_mid_generation_loses_nothing(cluster, default_model):
     """`netboot run --cluster` with 2 stages; once a few tokens are out, the node that holds the last stage dies
-    (raylet and workers, SIGKILL). The run moves the range to the spare node, rebuilds its caches, and prints the
-    same text as an uninterrupted resident run."""
+    (raylet and workers, SIGKILL). The run moves the range to the standby actor on the spare node, rebuilds its
+    caches, and prints the same text as an uninterrupted resident run."""
     n = 40
     expected = _greedy(default_model.model, default_model.tokenizer, n)
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=cluster.token)
@@ -262,5 +262,6 @@ def test_killing_a_stages_node_mid_generation_loses_nothing(cluster, default_mod
     assert proc.returncode == 0, log
     assert out.decode().rstrip("\n") == expected, log
     assert "stage 1 (layers" in log and "stopped answering" in log and "now on node" in log, log
+    assert "the standby there" in log, log  # the spare node's waiting actor took the range
     recovered = float(re.search(r"recovered ([\d.]+) s", log).group(1))
     print(f"recovered {recovered:.2f} s after noticing; run ended {time.monotonic() - killed:.1f} s after the kill")
