@@ -192,6 +192,9 @@ def main() -> int:
         staged = {}
         for k in (2, 3):
             staged[k] = load(None, cluster=cluster.address, stages=k)
+            import ray
+
+            ray.get([s.actor.ready.remote() for s in staged[k].model.standby])  # its kernels loaded: no overlap
             tk, text = decode_ms(staged[k].model, staged[k].tokenizer, args.tokens, args.runs)
             rows.append((f"{k} stages on Ray", tk, (tk - t1) / k, text == expected))
         print(f"\nraw loopback TCP round trip of a 2.5 KB hidden state: {1000 * rtt:.3f} ms")
