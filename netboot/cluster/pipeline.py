@@ -131,6 +131,9 @@ class Pipeline(Model):
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
                 self._recover(e)
             except ray.exceptions.RayTaskError as e:
+                if isinstance(e.cause, ray.exceptions.RayActorError):  # a stage whose input came from a dead one
+                    self._recover(e)
+                    continue
                 raise ClusterError(f"a stage failed: {str(e.cause if e.cause else e).splitlines()[0]}") from e
         raise ClusterError("the pipeline kept losing stages; giving up")
 
