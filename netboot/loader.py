@@ -104,17 +104,11 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
 
 
 def _load_cluster(ref, tokenizer, address: str, stages: int | None, network: dict):
-    from netboot.memory import paused_gc
-
-    file = open_ref(ref, tokenizer, **network)
-    with paused_gc():
-        from netboot.backends.cpu.warm import warm
-
-        warm()
-        head = assemble(make_plan(file, Resources(), RunLimits()).stage, file)
     from netboot.cluster.connect import load_pipeline
 
-    return load_pipeline(None if ref is None or str(ref) == "default" else str(ref), file, head, address, stages)
+    head = load(ref, tokenizer, **network)  # resident here: only the embedding and output pages are touched
+    ref = None if ref is None or str(ref) == "default" else str(ref)
+    return load_pipeline(ref, head.file, head.model, address, stages)
 
 
 def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, batched: bool,

@@ -9,7 +9,9 @@ from netboot.cluster.nodes import ClusterError, Node, connect, live_nodes
 from netboot.cluster.pipeline import Pipeline, start_stage, start_standby
 from netboot.cluster.split import split_layers
 from netboot.formats import ModelFile
+from netboot.formats.names import EMBEDDING, layer_spans
 from netboot.planner.budget import MB
+from netboot.sources.urls import is_url
 
 
 @dataclass
@@ -25,7 +27,7 @@ class ClusterModel:
         return self.file.tokenizer
 
     def explain(self) -> str:
-        table = self.file.tensors["token_embd.weight"].nbytes
+        table = self.file.tensors[EMBEDDING].nbytes
         source = self.model.ref or "the default model (its own copy)"
         lines = [f"Ray cluster at {self.address}: {len(self.model.stages)} stages, each loading its layers from "
                  f"{source} on its node",
@@ -43,8 +45,6 @@ def load_pipeline(ref: str, file: ModelFile, head, address: str, stages: int | N
     """Stages over the cluster's live nodes (the `stages` with the most memory, default all, at most one per layer),
     each a contiguous range with a share of the layers' bytes in proportion to its node's memory. `head` is the
     driver's own Model (embedding and output); `ref` is what every stage loads on its node."""
-    from netboot.formats.names import layer_spans
-
     connect(address)
     nodes = live_nodes()
     n = file.config.n_layers
@@ -57,7 +57,7 @@ def load_pipeline(ref: str, file: ModelFile, head, address: str, stages: int | N
     spans = layer_spans(file)
     sizes = [spans[i].nbytes for i in range(n)]
     ranges = split_layers(sizes, [max(node.memory, 1) for node in chosen])
-    if ref is not None and "://" not in str(ref):
+    if ref is not None and not is_url(ref):
         ref = os.path.abspath(ref)  # the same path on every node; the default model (None): each node's own copy
     built = [start_stage(ref, r, node, n, threads, sum(sizes[i] for i in r))
              for r, node in zip(ranges, chosen, strict=True)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netboot.cluster.nodes import ClusterError, Node, live_nodes
-from netboot.cluster.stage import Batch, StageWorker
+from netboot.cluster.stage import Batch, Record, StageWorker
 from netboot.errors import note
 from netboot.model.kv_cache import KVCache
 from netboot.model.layer import Span
@@ -56,7 +56,7 @@ class RemoteCache:
         self.stop = pipeline.config.n_layers
         self.length = 0
         self.capacity = capacity
-        self.inputs: list[tuple[int, np.ndarray]] = []
+        self.inputs = Record()  # what the first stage was fed
         self._release = weakref.finalize(self, pipeline.release, self.sid)
         self._release.atexit = False  # at exit the stages go with the driver's job
 
@@ -70,13 +70,6 @@ class RemoteCache:
     def truncate(self, length: int) -> None:
         self.length = min(self.length, length)
 
-    def record(self, pos: int, h: np.ndarray) -> None:
-        while self.inputs and self.inputs[-1][0] >= pos:
-            self.inputs.pop()
-        self.inputs.append((pos, h.copy()))
-
-    def recorded(self) -> list[tuple[int, np.ndarray]]:
-        return [(pos, h[: self.length - pos]) for pos, h in self.inputs if pos < self.length]
 
 
 @dataclass
@@ -101,7 +94,7 @@ class Pipeline(Model):
             raise ValueError("a pipeline runs every layer: its stages hold the ranges")
         batch: Batch = [(s.cache.sid, s.pos, s.hi - s.lo) for s in spans]
         for s in spans:
-            s.cache.record(s.pos, h[s.lo : s.hi])
+            s.cache.inputs.keep(s.pos, h[s.lo : s.hi])
         out = self._through_stages(h, batch)
         for s in spans:
             s.cache.length = s.pos + s.hi - s.lo
@@ -198,7 +191,7 @@ class Pipeline(Model):
             if cache.length == 0:
                 continue
             if i == 0:
-                chunks = cache.recorded()
+                chunks = cache.inputs.until(cache.length)
             else:
                 chunks = ray.get(self.stages[i - 1].actor.outputs.remote(sid, cache.length), timeout=self.call_timeout)
             for pos, h in chunks:

@@ -22,15 +22,28 @@ class MissingContext(Exception):  # noqa: N818 - a state, not a failure of this 
 
 
 @dataclass
-class _Session:
-    cache: object  # KVCache of the stage's layers
-    outputs: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (first position, hidden states)
+class Record:
+    """Hidden states of one session as they were handed to a stage, in the chunks they came in: what a replacement
+    for that stage is fed, at the same positions."""
+
+    chunks: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (first position, hidden states)
 
     def keep(self, pos: int, h: np.ndarray) -> None:
-        """Record what was handed on at positions pos..: a step run again (after a failover) replaces its record."""
-        while self.outputs and self.outputs[-1][0] >= pos:
-            self.outputs.pop()
-        self.outputs.append((pos, h.copy()))
+        """Record h at positions pos..: what was recorded from pos on (a step run again after a failover, or a
+        session rewound to reuse its prefix) is replaced."""
+        while self.chunks and self.chunks[-1][0] >= pos:
+            self.chunks.pop()
+        self.chunks.append((pos, h.copy()))
+
+    def until(self, length: int) -> list[tuple[int, np.ndarray]]:
+        """The chunks for positions below `length`, the last one cut there."""
+        return [(pos, h[: length - pos]) for pos, h in self.chunks if pos < length]
+
+
+@dataclass
+class _Session:
+    cache: object  # KVCache of the stage's layers
+    outputs: Record = field(default_factory=Record)  # what this stage handed on: the next stage's inputs
 
 
 def _assemble_range(ref: str | None, layers: range):
@@ -115,15 +128,13 @@ class StageWorker:
         self.busy += time.perf_counter() - began
         if not self.last:
             for s, (sid, pos, _) in zip(spans, batch, strict=True):
-                self.sessions[sid].keep(pos, out[s.lo : s.hi])
+                self.sessions[sid].outputs.keep(pos, out[s.lo : s.hi])
         return out
 
     def outputs(self, sid: str, until: int) -> list[tuple[int, np.ndarray]]:
         """What this stage handed on for session `sid` at positions below `until`, in order."""
         session = self.sessions.get(sid)
-        if session is None:
-            return []
-        return [(pos, h[: until - pos]) for pos, h in session.outputs if pos < until]
+        return [] if session is None else session.outputs.until(until)
 
     def release(self, sids: list[str]) -> None:
         for sid in sids:

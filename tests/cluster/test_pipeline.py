@@ -47,8 +47,8 @@ def pipelines(cluster):
             ray.kill(s.actor)
 
 
-def _greedy(model, tokenizer, n=24) -> str:
-    ids = tokenizer.encode(PROMPT)
+def _greedy(model, tokenizer, n=24, prompt=PROMPT) -> str:
+    ids = tokenizer.encode(prompt)
     return Generation(model, tokenizer, ids, max_tokens=n, params=SamplingParams(temperature=0)).text()
 
 
@@ -113,8 +113,7 @@ def test_the_api_serves_concurrent_clients_from_the_stages(cluster, default_mode
     from support.serverprocs import Server, wait_for
 
     prompts = [PROMPT, "Once upon a time"]
-    expected = [Generation(default_model.model, default_model.tokenizer, default_model.tokenizer.encode(p),
-                           max_tokens=16, params=SamplingParams(temperature=0)).text() for p in prompts]
+    expected = [_greedy(default_model.model, default_model.tokenizer, 16, p) for p in prompts]
     server = Server([sys.executable, "-m", "netboot", "api", "--port", "0", "--parallel", "2", "--cluster",
                      cluster.address, "--stages", "2"], r"listening on http://127\.0\.0\.1:(\d+)", kind="netboot api")
     try:
@@ -184,26 +183,13 @@ def test_stages_read_only_their_layers_from_a_url(cluster, default_model, defaul
 
 def _write_tinyllama_sized(path) -> None:
     """A random Llama with TinyLlama 1.1B's shapes (22 layers, dim 2048, GQA 32/4 heads, vocab 32000), every matrix
-    Q8_0 (1.17 GB): quants uniform in -40..40 (standard deviation about 23), scaled so that each weight's is
-    1/sqrt(fan-in) (1 for the embedding): activations stay near unit size."""
-    from support.synthetic import SynthConfig, write_gguf_tensors
+    random Q8_0 blocks (1.17 GB)."""
+    from support.synthetic import SynthConfig, random_tensors, write_gguf_tensors
 
     from netboot.tensors.ggml import GGMLType
 
     config = SynthConfig(dim=2048, hidden=5632, n_layers=22, n_heads=32, n_kv_heads=4, vocab=32000, seq_len=2048)
-    rng = np.random.default_rng(11)
-    tensors = {}
-    for name, shape in config.shapes().items():
-        if len(shape) == 1:
-            tensors[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-            continue
-        rows, cols = shape
-        blocks = np.empty((rows, cols // 32, 34), np.uint8)
-        std = 1.0 if name == "token_embd.weight" else 1.0 / np.sqrt(cols)
-        blocks[:, :, :2] = np.array([std / 23], np.float16).view(np.uint8)
-        blocks[:, :, 2:] = rng.integers(-40, 41, (rows, cols // 32, 32), dtype=np.int8).view(np.uint8)
-        tensors[name] = (GGMLType.Q8_0, blocks.reshape(rows, -1))
-    write_gguf_tensors(path, config, tensors)
+    write_gguf_tensors(path, config, random_tensors(config, GGMLType.Q8_0, np.random.default_rng(11)))
 
 
 def test_a_tinyllama_sized_model_over_three_nodes(cluster, tmp_path):

@@ -290,18 +290,10 @@ print(json.dumps({**report, "peak": memory.peak_rss()}))
 @pytest.fixture(scope="module")
 def big_llama(tmp_path_factory) -> Iterator[Path]:
     """A 2.1 GB Llama (TinyLlama's shapes, 40 layers, Q8_0 random blocks), written once per run."""
-    from support.quantdata import random_blocks
-    from support.synthetic import SynthConfig, write_gguf_tensors
+    from support.synthetic import SynthConfig, random_tensors, write_gguf_tensors
 
     config = SynthConfig(dim=2048, hidden=5632, n_layers=40, n_heads=16, n_kv_heads=4, vocab=32000, seq_len=256)
-    rng = np.random.default_rng(0)
-    tensors = {}
-    for name, shape in config.shapes().items():
-        if len(shape) == 1:
-            tensors[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-        else:
-            scale = 1.0 if name == "token_embd.weight" else shape[-1] ** -0.5
-            tensors[name] = (GGMLType.Q8_0, random_blocks(GGMLType.Q8_0, shape[0], shape[1], rng, scale))
+    tensors = random_tensors(config, GGMLType.Q8_0, np.random.default_rng(0))
     path = tmp_path_factory.mktemp("big") / "big-llama.gguf"
     write_gguf_tensors(path, config, tensors)
     del tensors

@@ -231,20 +231,31 @@ def write_random_gguf(
 ) -> dict[str, np.ndarray]:
     """GGUF whose matrices are random valid `qtype` blocks (every bit pattern, see support/quantdata.py), norms F32.
     Returns the weights as gguf-py dequantizes them, in reference order."""
-    tensors: dict[str, np.ndarray | tuple[GGMLType, np.ndarray]] = {}
+    tensors = random_tensors(config, qtype, rng)
     stored = {}
-    for name, shape in config.shapes().items():
-        if len(shape) == 1:
-            w = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-            tensors[name], stored[name] = w, w
+    for name, t in tensors.items():
+        if isinstance(t, np.ndarray):
+            stored[name] = t
             continue
-        raw = random_blocks(qtype, shape[0], shape[1], rng, _scale(name, shape))
-        tensors[name] = (qtype, raw)
-        values = decode(raw, qtype, shape)
+        values = decode(t[1], qtype, config.shapes()[name])
         heads = _qk_heads(name, config)
         stored[name] = unpermute_qk(values, heads) if heads else values
     write_gguf_tensors(path, config, tensors)
     return stored
+
+
+def random_tensors(config: SynthConfig, qtype: GGMLType,
+                   rng: np.random.Generator) -> dict[str, np.ndarray | tuple[GGMLType, np.ndarray]]:
+    """`write_gguf_tensors`'s input for a random model: every matrix random valid `qtype` blocks whose values have
+    a standard deviation near 1/sqrt(fan-in) (1 for the embedding), norms F32 near 1. Nothing is dequantized, so
+    it serves models of gigabytes too."""
+    tensors: dict[str, np.ndarray | tuple[GGMLType, np.ndarray]] = {}
+    for name, shape in config.shapes().items():
+        if len(shape) == 1:
+            tensors[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            tensors[name] = (qtype, random_blocks(qtype, shape[0], shape[1], rng, _scale(name, shape)))
+    return tensors
 
 
 # -- llama2.c ---------------------------------------------------------------------------------------------------
