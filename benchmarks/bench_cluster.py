@@ -6,9 +6,10 @@ same model in one process, and the raw-TCP floor of a hop, in one run on one mac
 
 Starts its own cluster (a head that only coordinates and 3 worker nodes, each its own `ray start` process on
 127.0.0.2, token authentication on, health checks tuned as the README says) and prints, with the CPU it ran on:
-- which Ray mechanism moves a hidden state fastest: chained actor calls against a compiled graph, 3 trivial hops;
-- per-token decode time (greedy, median of --runs) for 1 stage in-process and 2 and 3 stages on Ray, and the
-  overhead per stage boundary ((t_k - t_1) / k: each stage adds a driver -> stage -> driver round trip) against the
+- which mechanism moves a hidden state fastest through 3 trivial actors: the direct path (the stages' own
+  connections), chained actor calls, a Ray compiled graph;
+- per-token decode time (greedy, median of --runs) for 1 stage in-process and 2 and 3 stages on Ray, over the
+  direct path and over actor calls, and the overhead per stage ((t_k - t_1) / k: each stage adds a hop) against the
   round trip of the same 2.5 KB hidden state over a raw loopback TCP connection between two processes;
 - aggregate tok/s of 4 concurrent sessions through the engine, in-process and on 2 stages;
 - failover: 2 stages, the node of the last stage killed (SIGKILL to its raylet and workers) mid-generation: time from
@@ -78,18 +79,43 @@ class Echo:
         return h
 
 
+def _echo_stage():
+    """A StageWorker whose layers are none: it hands on what it gets, over the same direct path as real stages."""
+    from netboot.cluster.stage import StageWorker
+
+    class EchoStage(StageWorker):
+        def _run(self, h, batch):
+            return h
+
+    return EchoStage
+
+
 def mechanisms(cluster: LocalCluster, hops: int = 3, n: int = 200) -> dict[str, float]:
-    """Median ms to pass a 2.5 KB hidden state through `hops` trivial actors, one per node: chained actor calls
-    (what the pipeline uses) and a Ray compiled graph (channels between the actors, set up once)."""
+    """Median ms to pass a 2.5 KB hidden state from the driver through `hops` trivial actors, one per node, and
+    back: the direct path (the stages' own connections, what the pipeline uses), chained actor calls (its
+    fallback) and a Ray compiled graph (channels between the actors, set up once)."""
     import numpy as np
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    remote = ray.remote(Echo)
-    actors = [remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, False))
-              .remote() for node in cluster.nodes[:hops]]
+    from netboot.cluster.direct import DirectPath
+
+    def pinned(cls, node):
+        return ray.remote(cls).options(num_cpus=0, max_concurrency=2,
+                                       scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, False))
+
     h = np.zeros((1, 640), np.float32)
     out: dict[str, float] = {}
+    stages = [pinned(_echo_stage(), node).remote() for node in cluster.nodes[:hops]]
+    path = DirectPath(stages, 60.0)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        path.receive(path.send(h, [["bench", 0, 1]]), 10.0)
+        times.append(time.perf_counter() - t)
+    out["direct path"] = 1000 * statistics.median(times)
+    path.close()
+    actors = [pinned(Echo, node).remote() for node in cluster.nodes[:hops]]
     times = []
     for _ in range(n):
         t, ref = time.perf_counter(), h
@@ -184,7 +210,7 @@ def main() -> int:
         from netboot.loader import load
 
         for name, ms in mechanisms(cluster).items():
-            print(f"3 hops (one actor per node), {name}: {ms:.2f} ms, {ms / 3:.2f} ms per hop")
+            print(f"driver -> 3 actors (one per node) -> driver, {name}: {ms:.2f} ms, {ms / 3:.2f} ms per actor")
 
         local = netboot.load()
         t1, expected = decode_ms(local.model, local.tokenizer, args.tokens, args.runs)
@@ -195,8 +221,11 @@ def main() -> int:
             import ray
 
             ray.get([s.actor.ready.remote() for s in staged[k].model.standby])  # its kernels loaded: no overlap
-            tk, text = decode_ms(staged[k].model, staged[k].tokenizer, args.tokens, args.runs)
-            rows.append((f"{k} stages on Ray", tk, (tk - t1) / k, text == expected))
+            for transport, name in (("direct", "direct path"), ("ray", "Ray actor calls")):
+                staged[k].model.transport = transport
+                tk, text = decode_ms(staged[k].model, staged[k].tokenizer, args.tokens, args.runs)
+                rows.append((f"{k} stages, {name}", tk, (tk - t1) / k, text == expected))
+            staged[k].model.transport = "direct"
         print(f"\nraw loopback TCP round trip of a 2.5 KB hidden state: {1000 * rtt:.3f} ms")
         print("| placement | ms/token | overhead per stage boundary | vs raw TCP | greedy text identical |")
         print("|---|---:|---:|---:|---|")

@@ -113,7 +113,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.worker_budget or None, args.prefetch, args.tokens)))
         return
 
-    from netboot.commands.options import parse_size
+    from netboot.sizes import parse_size
 
     if args.model is None:
         from netboot.default_model import default_model_path

@@ -76,7 +76,8 @@ def open_ref(ref: str | Path | None, tokenizer: str | Path | None = None, **netw
 
 def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, max_memory: int | None = None,
          positions: int | Callable[[ModelFile], int] = 512, prefetch: int = 1, batched: bool = False,
-         cluster: str | None = None, stages: int | None = None, **network: Any) -> LoadedModel:
+         cluster: str | None = None, stages: int | str | None = None, stage_timeout: float | None = None,
+         **network: Any) -> LoadedModel:
     """Open a model without copying its weights: every tensor stays a view of the file (or of the memory a
     `no_disk=True` boot received it into). `ref` may be an http(s):// URL; see `open_ref` for `network`.
 
@@ -85,10 +86,11 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
     `prefetch` layers ahead; `batched` loads the kernels of batched steps there too (a serving engine: they hold
     8 MB more; resident, they are always loaded).
 
-    With `cluster` (a Ray head's HOST:PORT, or `auto`), the layers run as `stages` stages on the cluster's nodes
-    (`netboot.cluster`), each loading its range from `ref` there; this process keeps the embedding and output."""
+    With `cluster` (a Ray head's HOST:PORT, or `auto`), the layers run as `stages` stages (a count, or pinned
+    ranges: `netboot.cluster.pins`) on the cluster's nodes (`netboot.cluster`), each loading its range from `ref`
+    there; this process keeps the embedding and output. A stage silent for `stage_timeout` s is replaced."""
     if cluster is not None:
-        return _load_cluster(ref, tokenizer, cluster, stages, network)
+        return _load_cluster(ref, tokenizer, cluster, stages, stage_timeout, positions, network)
     if max_memory is None:
         from netboot.memory import paused_gc
 
@@ -103,12 +105,15 @@ def load(ref: str | Path | None = None, tokenizer: str | Path | None = None, *, 
     return _load_streamed(ref, tokenizer, max_memory, positions, prefetch, batched, network)
 
 
-def _load_cluster(ref, tokenizer, address: str, stages: int | None, network: dict):
+def _load_cluster(ref, tokenizer, address: str, stages, stage_timeout: float | None, positions, network: dict):
     from netboot.cluster.connect import load_pipeline
 
     head = load(ref, tokenizer, **network)  # resident here: only the embedding and output pages are touched
     ref = None if ref is None or str(ref) == "default" else str(ref)
-    return load_pipeline(ref, head.file, head.model, address, stages)
+    if callable(positions):
+        positions = positions(head.file)
+    timeout = {} if stage_timeout is None else {"stage_timeout": stage_timeout}
+    return load_pipeline(ref, head.file, head.model, address, stages, positions=positions, **timeout)
 
 
 def _load_streamed(ref, tokenizer, max_memory: int, positions, prefetch: int, batched: bool,

@@ -12,8 +12,8 @@ import netboot
 ROOT = Path(netboot.__file__).parent
 # Bottom to top. A module belongs to the first entry that is it or a package above it.
 LAYERS = [
-    ("ground", ["netboot", "netboot.errors", "netboot.config", "netboot.paths", "netboot.memory", "netboot.tensors",
-                "netboot.default_model"]),
+    ("ground", ["netboot", "netboot.errors", "netboot.config", "netboot.paths", "netboot.memory", "netboot.sizes",
+                "netboot.tensors", "netboot.default_model"]),
     ("sources", ["netboot.sources", "netboot.remote"]),
     ("formats", ["netboot.formats", "netboot.tokenizers"]),
     ("backends", ["netboot.backends"]),

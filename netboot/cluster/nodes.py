@@ -11,10 +11,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from netboot.errors import NetbootError, note
+from netboot.sizes import parse_size
 
 
 class ClusterError(NetbootError):
     """The cluster cannot be reached, refused us, or cannot hold (any longer) a range of the model's layers."""
+
+
+# A node's own --max-memory: `ray start ... --labels netboot-max-memory=2GB`. A stage there keeps its peak RSS
+# under it, streaming the layers that do not fit.
+BUDGET_LABEL = "netboot-max-memory"
 
 
 @dataclass(frozen=True)
@@ -23,10 +29,16 @@ class Node:
     address: str
     memory: int  # bytes Ray lets tasks and actors use there
     cpus: float
+    budget: int | None = None  # the node's BUDGET_LABEL, in bytes
 
     @property
     def short(self) -> str:
         return self.id[:8]
+
+    @property
+    def capacity(self) -> int:
+        """What a stage there may hold: the node's own budget, else what Ray lets its actors use."""
+        return self.budget if self.budget is not None else self.memory
 
 
 def connect(address: str) -> None:
@@ -107,13 +119,26 @@ def _check_reachable(address: str) -> None:
 
 
 def live_nodes() -> list[Node]:
-    """Nodes that are alive and have CPUs (a head started with --num-cpus 0 coordinates only), most memory first."""
+    """Nodes that are alive and have CPUs (a head started with --num-cpus 0 coordinates only), the largest
+    capacity first."""
     import ray
 
     nodes = []
     for n in ray.nodes():
         res = n.get("Resources", {})
         if n.get("Alive") and res.get("CPU", 0) > 0:
-            nodes.append(Node(n["NodeID"], n.get("NodeManagerAddress", "?"), int(res.get("memory", 0)),
-                              float(res["CPU"])))
-    return sorted(nodes, key=lambda n: (-n.memory, n.id))
+            address = n.get("NodeManagerAddress", "?")
+            nodes.append(Node(n["NodeID"], address, int(res.get("memory", 0)), float(res["CPU"]),
+                              _budget(n.get("Labels") or {}, n["NodeID"], address)))
+    return sorted(nodes, key=lambda n: (-n.capacity, n.id))
+
+
+def _budget(labels: dict, node_id: str, address: str) -> int | None:
+    text = labels.get(BUDGET_LABEL)
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except NetbootError:
+        raise ClusterError(f"node {node_id[:8]} ({address}): its label {BUDGET_LABEL}={text!r} is not a size "
+                           "(e.g. 500MB, 2GB)") from None

@@ -2,8 +2,9 @@
 node dying: the range moves to another node, its KV caches are rebuilt from what the stage before it handed on
 (at the positions they had), and the step that failed runs again. Embedding and output run in the driver.
 
-Every session's stage caches are named by the session's `RemoteCache`; hidden states go from stage to stage as
-Ray object references chained in one submission, so the driver waits once per step."""
+Every session's stage caches are named by the session's `RemoteCache`. Hidden states go from stage to stage over
+the direct path (`netboot.cluster.direct`: the stages' own connections, one message per hop), or as Ray object
+references chained in one submission; either way the driver waits once per step."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from netboot.cluster.direct import DirectPath, PathBroken
 from netboot.cluster.nodes import ClusterError, Node, live_nodes
 from netboot.cluster.stage import Batch, Record, StageWorker
 from netboot.errors import note
@@ -22,7 +24,15 @@ from netboot.model.layer import Span
 from netboot.model.transformer import Model
 
 LOAD_TIMEOUT = 300.0  # s for a stage to load its layers
-PING_TIMEOUT = 3.0  # s for a live stage to say so while the pipeline looks for the dead ones
+STAGE_TIMEOUT = 3.0  # s for a stage to answer a liveness check: longer, it is hung (or gone) and replaced
+
+
+class StageHung(Exception):  # noqa: N818 - a state the pipeline recovers from
+    """A step is still running and these stages did not answer a liveness check in time."""
+
+    def __init__(self, stages: list[int], timeout: float):
+        super().__init__(f"stages {stages} did not answer within {timeout:g} s")
+        self.stages = stages
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ class Stage:
     node: Node
     actor: object
     nbytes: int  # its layers' weights
+    streamed: tuple[int, ...] = ()  # layers read from the source at each step, under the node's budget
+    pid: int = 0  # the actor's process on its node
 
 
 class RemoteCache:
@@ -79,10 +91,14 @@ class Pipeline(Model):
     stages: list[Stage] = field(default_factory=list)
     ref: str | None = None  # what each stage loads: the model's path (on its node) or URL
     threads: int | None = None
-    call_timeout: float = 120.0  # s a step may take before its stages are checked
+    positions: int = 512  # the most tokens a session holds: what a stage under its node's budget plans for
+    call_timeout: float = 120.0  # s a step may take though every stage answers: then the run ends
+    stage_timeout: float = STAGE_TIMEOUT  # s a running step waits before checking that every stage answers
+    transport: str = "direct"  # how hidden states move: "direct" (netboot.cluster.direct) or "ray" (actor calls)
     recoveries: list[Recovery] = field(default_factory=list)
     standby: list[Stage] = field(default_factory=list)  # actors with kernels loaded and no layers, on spare nodes
     _caches: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
+    _path: DirectPath | None = None
 
     def new_cache(self, start: int = 0, stop: int | None = None, capacity: int = 256) -> RemoteCache:
         cache = RemoteCache(self, capacity)
@@ -116,12 +132,9 @@ class Pipeline(Model):
         import ray
 
         for _ in range(len(self.stages) + 1):
-            ref = h
-            for stage in self.stages:
-                ref = stage.actor.run.remote(ref, batch)
             try:
-                return ray.get(ref, timeout=self.call_timeout)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+                return self._direct(h, batch) if self.transport == "direct" else self._wait(self._chain(h, batch))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, StageHung, PathBroken) as e:
                 self._recover(e)
             except ray.exceptions.RayTaskError as e:
                 if isinstance(e.cause, ray.exceptions.RayActorError):  # a stage whose input came from a dead one
@@ -130,12 +143,66 @@ class Pipeline(Model):
                 raise ClusterError(f"a stage failed: {str(e.cause if e.cause else e).splitlines()[0]}") from e
         raise ClusterError("the pipeline kept losing stages; giving up")
 
+    def _chain(self, h: np.ndarray, batch: Batch):
+        """The step as Ray calls, each stage's taking the one before's result: a reference to the last's."""
+        ref = h
+        for stage in self.stages:
+            ref = stage.actor.run.remote(ref, batch)
+        return ref
+
+    def _direct(self, h: np.ndarray, batch: Batch) -> np.ndarray:
+        """The step over the direct path; while it runs, every `stage_timeout` seconds each stage must answer a
+        liveness check (as in `_wait`)."""
+        import ray
+
+        if self._path is None:
+            try:
+                self._path = DirectPath([s.actor for s in self.stages], self.call_timeout)
+            except PathBroken as e:  # e.g. a firewall between the nodes that lets only Ray's ports through
+                note(f"the stages cannot connect to each other ({e}): hidden states go through Ray's actor calls")
+                self.transport = "ray"
+                return self._wait(self._chain(h, batch))
+        step, began = self._path.send(h, [list(b) for b in batch]), time.monotonic()
+        while True:
+            out = self._path.receive(step, self.stage_timeout)
+            if out is not None:
+                return out
+            if time.monotonic() - began > self.call_timeout:
+                raise ray.exceptions.GetTimeoutError(f"a step took over {self.call_timeout:.0f} s")
+            hung = [i for i, s in enumerate(self.stages) if not _answers(s, self.stage_timeout)]
+            if hung:
+                raise StageHung(hung, self.stage_timeout)
+
+    def _wait(self, ref) -> np.ndarray:
+        """The step's result. While it runs, every `stage_timeout` seconds each stage must answer a liveness check
+        within `stage_timeout` (a busy stage answers between its kernels), else StageHung; past `call_timeout`
+        with every stage answering, GetTimeoutError."""
+        import ray
+
+        began = time.monotonic()
+        while True:
+            try:
+                return ray.get(ref, timeout=self.stage_timeout)
+            except ray.exceptions.GetTimeoutError:
+                if time.monotonic() - began > self.call_timeout:
+                    raise
+            hung = [i for i, s in enumerate(self.stages) if not _answers(s, self.stage_timeout)]
+            if hung:
+                raise StageHung(hung, self.stage_timeout)
+
     def _recover(self, error: Exception) -> None:
         """Replace every stage that no longer answers, in order, and rebuild its sessions' caches."""
         import ray
 
         began = time.perf_counter()
-        dead = [i for i, s in enumerate(self.stages) if not _answers(s)]
+        if isinstance(error, StageHung):  # just checked
+            dead = error.stages
+        else:
+            dead = [i for i, s in enumerate(self.stages) if not _answers(s, self.stage_timeout)]
+        if not dead and isinstance(error, PathBroken):  # every stage answers: connect the path anew
+            note(f"the direct path broke ({error}) though every stage answers; connecting it again")
+            self._path = None
+            return
         if not dead:
             raise ClusterError(f"a step took over {self.call_timeout:.0f} s though every stage answers") from error
         for i in dead:
@@ -153,12 +220,22 @@ class Pipeline(Model):
             loaded = time.perf_counter() - t0
             sessions, positions = self._replay(i)
             replayed = time.perf_counter() - t0 - loaded
+            self._rewire(i)
             self.recoveries.append(Recovery(i, self.stages[i].node.id, loaded, replayed, positions, sessions, standby))
             how = "the standby there" if standby else "a new actor"
             note(f"stage {i} now on node {self.stages[i].node.short} ({self.stages[i].node.address}, {how}): loaded in "
                  f"{loaded:.2f} s, {positions} positions of {sessions} sessions replayed in "
                  f"{replayed:.2f} s; recovered {time.perf_counter() - began:.2f} s after "
                  "the loss was noticed")
+
+    def _rewire(self, i: int) -> None:
+        """The direct path through stage i's new actor (built anew at the next step if that fails)."""
+        if self._path is None:
+            return
+        try:
+            self._path.replace(i, [s.actor for s in self.stages])
+        except PathBroken:
+            self._path = None
 
     def _start_replacement(self, old: Stage, excluded: set[str], lost: str) -> tuple[Stage, bool]:
         """A stage for `old`'s layers: the standby on a live node first, else a new actor on a live node that
@@ -170,13 +247,15 @@ class Pipeline(Model):
             if spare.node.id not in live:
                 continue
             try:
-                return load_range(spare, self.ref, old.layers, self.config.n_layers, old.nbytes), True
+                return load_range(spare, self.ref, old.layers, self.config.n_layers, old.nbytes, self.positions), True
             except ClusterError as e:
                 note(f"the standby on node {spare.node.short} could not take {what}: {e}")
         taken = {s.node.id for s in self.stages}
-        for node in sorted(live.values(), key=lambda n: (n.id in taken, -n.memory)):
+        for node in sorted(live.values(), key=lambda n: (n.id in taken, -n.capacity)):
             try:
-                return start_stage(self.ref, old.layers, node, self.config.n_layers, self.threads, old.nbytes), False
+                stage = start_stage(self.ref, old.layers, node, self.config.n_layers, self.threads, old.nbytes,
+                                    self.positions)
+                return stage, False
             except ClusterError as e:
                 note(f"node {node.short} could not take {what}: {e}")
         raise ClusterError(f"{lost}, and no live node can take its layers")
@@ -201,11 +280,11 @@ class Pipeline(Model):
         return sessions, positions
 
 
-def _answers(stage: Stage) -> bool:
+def _answers(stage: Stage, timeout: float) -> bool:
     import ray
 
     try:
-        ray.get(stage.actor.ready.remote(), timeout=PING_TIMEOUT)
+        ray.get(stage.actor.ready.remote(), timeout=timeout)
         return True
     except Exception:  # noqa: BLE001 - any failure to answer is a dead stage here
         return False
@@ -235,21 +314,23 @@ def start_standby(node: Node, threads: int | None) -> Stage:
     return Stage(range(0), node, start_actor(node, threads), 0)
 
 
-def start_stage(ref: str | None, layers: range, node: Node, n_layers: int, threads: int | None,
-                nbytes: int) -> Stage:
+def start_stage(ref: str | None, layers: range, node: Node, n_layers: int, threads: int | None, nbytes: int,
+                positions: int) -> Stage:
     """A stage actor pinned to `node`, holding `layers` loaded from `ref` there; returns once it has loaded."""
-    return load_range(Stage(range(0), node, start_actor(node, threads), 0), ref, layers, n_layers, nbytes)
+    return load_range(Stage(range(0), node, start_actor(node, threads), 0), ref, layers, n_layers, nbytes, positions)
 
 
-def load_range(stage: Stage, ref: str | None, layers: range, n_layers: int, nbytes: int) -> Stage:
-    """`stage`'s actor loads `layers`; the stage that holds them, once they are loaded."""
+def load_range(stage: Stage, ref: str | None, layers: range, n_layers: int, nbytes: int, positions: int) -> Stage:
+    """`stage`'s actor loads `layers` (under its node's budget, for sessions of up to `positions` tokens); the
+    stage that holds them, once they are loaded."""
     import ray
 
+    last = layers.stop == n_layers
     try:
-        ray.get(stage.actor.load.remote(ref, layers.start, layers.stop, layers.stop == n_layers),
-                timeout=LOAD_TIMEOUT)
+        ready = ray.get(stage.actor.load.remote(ref, layers.start, layers.stop, last, stage.node.budget, positions),
+                        timeout=LOAD_TIMEOUT)
     except ray.exceptions.RayTaskError as e:
         raise ClusterError(str(e.cause if e.cause else e).splitlines()[0]) from e
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
         raise ClusterError(f"the stage did not start: {str(e).splitlines()[0]}") from e
-    return Stage(layers, stage.node, stage.actor, nbytes)
+    return Stage(layers, stage.node, stage.actor, nbytes, tuple(ready["streamed"]), ready["pid"])

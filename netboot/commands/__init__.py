@@ -65,11 +65,11 @@ def check_limits(args: argparse.Namespace, limits: dict[str, Limit]) -> None:
 def flag_size(flag: str, text: str, *, positive: bool = False) -> int:
     """A size flag's value in bytes ("500M", "2G", ...): finite and not negative (positive when asked), else
     NetbootError naming the flag."""
-    from netboot.commands.options import parse_size
+    from netboot.sizes import parse_size
 
     try:
         size = parse_size(text)
-    except (NetbootError, OverflowError, ValueError):  # parse_size lets float('inf') and 'nan' through to int()
+    except NetbootError:
         raise NetbootError(f"{flag}: not a size: {text!r} (e.g. 500M, 2G, 300MiB)") from None
     if positive and size <= 0:
         raise NetbootError(f"{flag} must be a positive size (got {text!r})")

@@ -97,6 +97,8 @@ def _load_engine(args: argparse.Namespace) -> Served:
     from netboot.model.kv_cache import KVCache
 
     memory: dict[str, Any] = {}
+    if args.cluster is not None:  # what a stage under its node's budget plans for
+        memory = {"positions": lambda file: _planned_positions(args, file.config)}
     if args.max_memory is not None:
         # The plan sets aside the KV caches' memory: --kv-memory, or --parallel sequences of the whole context.
         memory = {"max_memory": flag_size("--max-memory", args.max_memory), "prefetch": args.prefetch,

@@ -27,23 +27,35 @@ def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster", default=None, metavar="ADDRESS",
                         help="run the layers as stages on a Ray cluster: its head's HOST:PORT, or 'auto' "
                              "(RAY_ADDRESS); needs pip install 'llm-netboot[cluster]'")
-    parser.add_argument("--stages", type=int, default=None, metavar="N",
-                        help="with --cluster: split the layers into N stages (default: one per live node)")
+    parser.add_argument("--stages", default=None, metavar="N|RANGES",
+                        help="with --cluster: split the layers into N stages (default: one per live node), or pin "
+                             "them: 0-8@NODE,9-17@NODE (NODE: a node id's first characters or its address)")
+    parser.add_argument("--stage-timeout", type=float, default=None, metavar="SECONDS",
+                        help="with --cluster: a stage that does not answer a liveness check within SECONDS while "
+                             "a step runs is taken as hung and replaced (default 3)")
 
 
 def check_memory_arguments(args: argparse.Namespace) -> None:
-    check_limits(args, {"prefetch": Limit("--prefetch", 0), "stages": Limit("--stages", 1)})
+    check_limits(args, {"prefetch": Limit("--prefetch", 0), "stage_timeout": Limit("--stage-timeout", 0.1, 3600)})
+    if args.stages is not None:
+        from netboot.cluster.pins import parse_stages
+
+        parse_stages(args.stages)
     if args.max_memory is not None:
         flag_size("--max-memory", args.max_memory, positive=True)
-    if args.stages is not None and args.cluster is None:
-        raise NetbootError("--stages needs --cluster")
+    for flag in ("stages", "stage_timeout"):
+        if getattr(args, flag) is not None and args.cluster is None:
+            raise NetbootError(f"--{flag.replace('_', '-')} needs --cluster")
     if args.cluster is not None and args.max_memory is not None:
-        raise NetbootError("--max-memory with --cluster: stages that stream their layers are not built yet")
+        raise NetbootError("--max-memory with --cluster: give each node its own budget instead (ray start ... "
+                           "--labels netboot-max-memory=SIZE); its stage streams what does not fit")
 
 
 def cluster_options(args: argparse.Namespace) -> dict:
-    """load()'s keywords for --cluster and --stages (none without --cluster)."""
-    return {} if args.cluster is None else {"cluster": args.cluster, "stages": args.stages}
+    """load()'s keywords for --cluster, --stages and --stage-timeout (none without --cluster)."""
+    if args.cluster is None:
+        return {}
+    return {"cluster": args.cluster, "stages": args.stages, "stage_timeout": args.stage_timeout}
 
 
 def prepare_streaming(args: argparse.Namespace) -> None:
@@ -130,19 +142,3 @@ def network_options(args: argparse.Namespace) -> dict[str, Any]:
         "progress": "off" if args.quiet else ("on" if args.progress else "auto"),
         "no_disk": getattr(args, "no_disk", False), "token": args.token,
     }
-
-
-def parse_size(text: str) -> int:
-    """"500M", "2G", "1.5GB", "300MiB", "1000" (bytes) -> bytes (K/M/G/T are powers of 1000, KiB/MiB/... of 1024)."""
-    s = text.strip().upper().replace(" ", "")
-    units = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
-             "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-    num = s.rstrip("KMGTIB")
-    unit = s[len(num):]
-    try:
-        value = float(num)
-    except ValueError:
-        value = -1
-    if unit not in units or value < 0:
-        raise NetbootError(f"not a size: {text!r} (e.g. 500M, 2G, 300MiB)")
-    return int(value * units[unit])

@@ -50,11 +50,11 @@ def main(args: argparse.Namespace) -> int:
     from netboot.engine.sampling import SamplingParams
     from netboot.loader import load
 
-    memory = {}
-    if args.max_memory is not None:
-        def positions(file) -> int:  # the KV cache the run needs: its prompt and what it may generate
-            return len(file.tokenizer.encode(args.prompt, parse_special=not args.no_special)) + args.max_tokens
+    def positions(file) -> int:  # the KV cache the run needs: its prompt and what it may generate
+        return len(file.tokenizer.encode(args.prompt, parse_special=not args.no_special)) + args.max_tokens
 
+    memory: dict = {"positions": positions} if args.cluster is not None else {}  # what a budgeted stage plans for
+    if args.max_memory is not None:
         budget = flag_size("--max-memory", args.max_memory, positive=True)
         memory = {"max_memory": budget, "positions": positions, "prefetch": args.prefetch}
     start = time.perf_counter()

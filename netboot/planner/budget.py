@@ -53,61 +53,67 @@ class MemoryPlan:
                          self.prefetch, self.chunk_bytes)
 
 
-def kv_bytes(file: ModelFile, positions: int) -> int:
+def kv_bytes(file: ModelFile, positions: int, n_layers: int | None = None) -> int:
     c = file.config
-    return 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * positions
+    return 2 * (c.n_layers if n_layers is None else n_layers) * c.n_kv_heads * c.head_dim * 4 * positions
 
 
-def working_bytes(file: ModelFile, positions: int, threads: int, scratch_per_thread: int = 1 << 20) -> int:
+def working_bytes(file: ModelFile, positions: int, threads: int, scratch_per_thread: int = 1 << 20,
+                  logits: bool = True) -> int:
     """What a forward pass allocates beyond weights and KV cache: activations of a prompt batch (hidden states,
-    q/k/v, the feed-forward's three temporaries, attention scores), the dequantization scratch of each thread, the
-    logits and their sampling copy."""
+    q/k/v, the feed-forward's three temporaries, attention scores), the dequantization scratch of each thread, and
+    (`logits`: the process projects) the logits and their sampling copy."""
     c = file.config
     t = min(positions, PREFILL_BATCH)
     activations = t * (8 * c.dim + 4 * c.ffn_dim + 3 * c.n_heads * c.head_dim + c.n_heads * positions) * 4
     scratch = threads * scratch_per_thread
-    return WORKING_BASE + activations + scratch + 2 * c.vocab_size * 4
+    return WORKING_BASE + activations + scratch + (2 * c.vocab_size * 4 if logits else 0)
 
 
 def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int, process: int, started: int | None = None,
-                threads: int = 1, compiled: bool = False, scratch_per_thread: int = 1 << 20) -> MemoryPlan:
+                threads: int = 1, compiled: bool = False, scratch_per_thread: int = 1 << 20,
+                layers: range | None = None, limit: str = "--max-memory") -> MemoryPlan:
     """What stays resident and what streams under `budget` bytes of peak RSS, for a run of up to `positions`
     tokens. First the table's read size (the largest of CHUNK_SIZES that fits), then layers kept resident (each
     one saves its bytes on every token), then the embedding table. `compiled`: this process compiled the kernels
     (nothing cached yet), which takes more memory than loading them. `process`: bytes the process holds now;
-    `started`: the most it held so far (None: not checked); `threads`: the threads a product runs on."""
+    `started`: the most it held so far (None: not checked); `threads`: the threads a product runs on. `layers`: a
+    cluster stage's range, whose process neither embeds nor projects (no table, no logits); default all. `limit`:
+    where the budget came from, for the errors."""
     if started is not None and started > budget:
         why = ("compiling the kernels, which only a first run does: run once without --max-memory to cache them"
                if compiled else "loading the interpreter, numba and the compiled kernels, before any weight")
         raise MemoryBudgetError(
-            f"--max-memory {budget / MB:.0f} MB is below what this process needed to start: it reached "
+            f"{limit} {budget / MB:.0f} MB is below what this process needed to start: it reached "
             f"{started / MB:.0f} MB {why}"
         )
-    spans = layer_spans(file)
-    table = file.tensors[EMBEDDING].nbytes + _untied_output_bytes(file)
-    n = file.config.n_layers
-    prefetch = max(0, min(prefetch, n - 1))
-    kv = kv_bytes(file, positions)
-    working = working_bytes(file, positions, threads, scratch_per_thread)
+    stage = layers is not None
+    layers = range(file.config.n_layers) if layers is None else layers
+    spans = {i: s for i, s in layer_spans(file).items() if i in layers}
+    table = 0 if stage else file.tensors[EMBEDDING].nbytes + _untied_output_bytes(file)
+    prefetch = max(0, min(prefetch, len(layers) - 1))
+    kv = kv_bytes(file, positions, len(layers))
+    working = working_bytes(file, positions, threads, scratch_per_thread, logits=not stage)
     largest = max(s.nbytes for s in spans.values())
 
     def buffers_for(layer_buffers: int, chunk_bytes: int) -> int:
-        return layer_buffers * largest + 2 * (min(chunk_bytes, table) + 8192)  # + a direct read's alignment
+        chunks = 2 * (min(chunk_bytes, table) + 8192) if table else 0  # + a direct read's alignment
+        return layer_buffers * largest + chunks
 
     for chunk_bytes in CHUNK_SIZES:
         buffers = buffers_for(prefetch + 1, chunk_bytes)
-        plan = MemoryPlan(budget, process, kv, working, buffers, [], list(range(n)), False, prefetch,
+        plan = MemoryPlan(budget, process, kv, working, buffers, [], list(layers), False, prefetch,
                           {i: s.nbytes for i, s in spans.items()}, table, chunk_bytes)
         if plan.total <= budget:
             break
     if plan.total > budget:
         raise MemoryBudgetError(
-            f"--max-memory {budget / MB:.0f} MB is below what this run needs with every weight streamed: "
+            f"{limit} {budget / MB:.0f} MB is below what this run needs with every weight streamed: "
             f"{plan.total / MB:.0f} MB (the process already holds {process / MB:.0f} MB, the KV cache for "
             f"{positions} positions {kv / MB:.0f} MB, working memory {working / MB:.0f} MB, streaming "
             f"buffers {buffers / MB:.0f} MB)"
         )
-    for i in range(n):
+    for i in layers:
         if plan.total + spans[i].nbytes > budget:
             break
         plan.resident_layers.append(i)
@@ -115,7 +121,7 @@ def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int, pro
     if not plan.streamed_layers:
         plan.buffers = buffers_for(0, chunk_bytes)
         plan.prefetch = 0
-    if plan.total + table <= budget:
+    if table and plan.total + table <= budget:
         plan.table_resident = True
     return plan
 

@@ -43,3 +43,28 @@ def test_the_default_model_over_two_equal_and_three_unequal_nodes():
 def test_impossible_splits_are_refused(sizes, capacities):
     with pytest.raises(ValueError):
         split_layers(sizes, capacities)
+
+
+def test_pinned_stages_parse_check_and_find_their_nodes():
+    from netboot.cluster.nodes import ClusterError, Node
+    from netboot.cluster.pins import StagePin, check_pins, parse_stages, pin_nodes
+
+    assert parse_stages(" 3 ") == 3
+    pins = parse_stages("0-8@abcd,9-16, 17@127.0.0.3")
+    assert pins == [StagePin(range(0, 9), "abcd"), StagePin(range(9, 17)), StagePin(range(17, 18), "127.0.0.3")]
+    check_pins(pins, 18)
+    a, b, c = (Node("abcd" + "0" * 52, "127.0.0.2", 8, 1.0), Node("ef01" + "0" * 52, "127.0.0.3", 6, 1.0),
+               Node("9999" + "0" * 52, "127.0.0.2", 4, 1.0, budget=2))
+    assert pin_nodes(pins, [a, b, c]) == [a, c, b]  # the named ones; the unnamed one takes the largest left
+    for text, error in [("0", "at least 1"), ("3-1", "ends before it starts"), ("0-8@", "expected N or ranges"),
+                        ("x", "expected N or ranges"), ("0-8;9-17", "expected N or ranges")]:
+        with pytest.raises(ClusterError, match=error):
+            parse_stages(text)
+    for text, error in [("0-8,10-17", "layer 9 is in none"), ("0-9,9-17", "layer 10 is in two"),
+                        ("0-8,9-16", "the ranges end at 16"), ("1-17", "layer 0 is in none")]:
+        with pytest.raises(ClusterError, match=error):
+            check_pins(parse_stages(text), 18)
+    with pytest.raises(ClusterError, match="no live node '127.0.0.9'"):
+        pin_nodes(parse_stages("0-8@127.0.0.9,9-17"), [a, b])
+    with pytest.raises(ClusterError, match="no live node is left"):
+        pin_nodes(parse_stages("0-5,6-11,12-17"), [a, b])

@@ -117,3 +117,22 @@ def test_network_flags_are_checked_before_any_connection(command, flag, value, c
     argv = [command, "http://127.0.0.1:9/model.gguf", flag, value] + (["-p", "hi"] if command == "run" else [])
     code = main(argv)
     assert_flag_error(code, capsys.readouterr().err, flag)
+
+
+BAD_CLUSTER = [
+    (["--stages", "2"], "--stages needs --cluster"),
+    (["--cluster", "127.0.0.2:1", "--stages", "0"], "--stages must be at least 1"),
+    (["--cluster", "127.0.0.2:1", "--stages", "3-1"], "--stages '3-1': 3-1 ends before it starts"),
+    (["--cluster", "127.0.0.2:1", "--stages", "0-8@"], "--stages '0-8@': expected N or ranges"),
+    (["--cluster", "127.0.0.2:1", "--max-memory", "300MB"], "--labels netboot-max-memory=SIZE"),
+    (["--stage-timeout", "3"], "--stage-timeout needs --cluster"),
+    (["--cluster", "127.0.0.2:1", "--stage-timeout", "0"], "--stage-timeout must be in [0.1, 3600]"),
+    (["--cluster", "127.0.0.2:1", "--stage-timeout", "nan"], "--stage-timeout must be a finite number"),
+]
+
+
+@pytest.mark.parametrize(("flags", "said"), BAD_CLUSTER, ids=[" ".join(f) for f, _ in BAD_CLUSTER])
+def test_cluster_flags_are_checked_before_anything_connects(flags, said, capsys):
+    code = main(["run", MODEL, "-p", "hi", *flags])
+    captured = capsys.readouterr()
+    assert_flag_error(code, captured.err, said)

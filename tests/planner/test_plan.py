@@ -98,3 +98,20 @@ def test_budgets_too_small_are_refused_with_figures():
     started = Resources(150 * MB, process_bytes=100 * MB, process_peak=200 * MB, threads=2)
     with pytest.raises(MemoryBudgetError, match="needed to start: it reached 200 MB"):
         plan(FILE, started, LIMITS)
+
+
+def test_a_cluster_stage_plans_only_its_layers_without_table_or_logits():
+    """A stage holds layers [2, 5) and neither embeds nor projects: its plan counts their KV cache, no table, no
+    table buffers and no logits; the first of them that fit stay, the rest stream, and the table is never kept."""
+    whole = plan_memory(FILE, 10**9, 64, 1, 100 * MB, 100 * MB, 2)
+    stage = plan_memory(FILE, 10**9, 64, 1, 100 * MB, 100 * MB, 2, layers=range(2, 5))
+    assert stage.resident_layers == [2, 3, 4] and stage.streamed_layers == [] and not stage.table_resident
+    assert stage.kv_cache * 6 == whole.kv_cache * 3
+    assert whole.working - stage.working == 2 * CONFIG.vocab_size * 4
+    assert stage.table_bytes == 0 and stage.buffers == 0
+    smallest = stage.process + stage.kv_cache + stage.working + 2 * LAYER
+    tight = plan_memory(FILE, smallest + LAYER, 64, 1, 100 * MB, 100 * MB, 2, layers=range(2, 5))
+    assert tight.resident_layers == [2] and tight.streamed_layers == [3, 4] and tight.total <= smallest + LAYER
+    with pytest.raises(MemoryBudgetError, match="this node's netboot-max-memory 1"):
+        plan_memory(FILE, smallest - 1, 64, 1, 100 * MB, 100 * MB, 2, layers=range(2, 5),
+                    limit="this node's netboot-max-memory")

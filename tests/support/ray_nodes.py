@@ -134,13 +134,14 @@ class LocalCluster:
         if not ray.is_initialized():
             ray.init(address=self.address, log_to_driver=False, logging_level="ERROR", configure_logging=False)
 
-    def add_node(self, cpus: int = 1) -> Node:
-        """One more worker node, started after the last has registered (nodes started at once collide on the
-        names of their sockets)."""
+    def add_node(self, cpus: int = 1, labels: dict[str, str] | None = None) -> Node:
+        """One more worker node (with these node labels), started after the last has registered (nodes started
+        at once collide on the names of their sockets)."""
         import ray
 
         known = {n["NodeID"] for n in ray.nodes()}
-        node = self._spawn(["--address", self.address, "--num-cpus", str(cpus), *self._ports()],
+        extra = ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())] if labels else []
+        node = self._spawn(["--address", self.address, "--num-cpus", str(cpus), *extra, *self._ports()],
                            f"node{len(self.nodes)}")
         deadline = time.monotonic() + 90
         while True:
