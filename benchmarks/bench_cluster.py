@@ -157,6 +157,27 @@ def decode_ms(model, tokenizer, tokens: int, runs: int) -> tuple[float, str]:
     return 1000 * statistics.median(per_token), text
 
 
+def split_of_a_step(pipeline, tokenizer, tokens: int) -> tuple[float, float]:
+    """Ms per step the driver waits for the stages, and of it the stages' compute (their own timers): the rest
+    is the hops (and any wait between them)."""
+    import ray
+
+    from netboot.engine.generate import Generation
+    from netboot.engine.sampling import SamplingParams
+
+    def busy() -> float:
+        return sum(r["busy"] for r in ray.get([s.actor.ready.remote() for s in pipeline.stages]))
+
+    gen = Generation(pipeline, tokenizer, tokenizer.encode(PROMPT), max_tokens=2,
+                     params=SamplingParams(temperature=0))
+    gen.text()  # the prompt, outside the figures
+    waited, computed = pipeline.stepped, busy()
+    gen = Generation(pipeline, tokenizer, [2], max_tokens=tokens, params=SamplingParams(temperature=0))
+    gen.text()
+    steps = gen.stats.generated_tokens
+    return 1000 * (pipeline.stepped - waited) / steps, 1000 * (busy() - computed) / steps
+
+
 def sessions_tps(model, tokenizer, tokens: int) -> float:
     from netboot.engine.requests import Request
     from netboot.engine.sampling import SamplingParams
@@ -215,6 +236,7 @@ def main() -> int:
         local = netboot.load()
         t1, expected = decode_ms(local.model, local.tokenizer, args.tokens, args.runs)
         rows = [("1 stage, in-process", t1, None, True)]
+        splits: list[tuple[str, float, float, float]] = []
         staged = {}
         for k in (2, 3):
             staged[k] = load(None, cluster=cluster.address, stages=k)
@@ -225,6 +247,8 @@ def main() -> int:
                 staged[k].model.transport = transport
                 tk, text = decode_ms(staged[k].model, staged[k].tokenizer, args.tokens, args.runs)
                 rows.append((f"{k} stages, {name}", tk, (tk - t1) / k, text == expected))
+                waited, computed = split_of_a_step(staged[k].model, staged[k].tokenizer, args.tokens)
+                splits.append((f"{k} stages, {name}", waited, computed, (waited - computed) / (k + 1)))
             staged[k].model.transport = "direct"
         print(f"\nraw loopback TCP round trip of a 2.5 KB hidden state: {1000 * rtt:.3f} ms")
         print("| placement | ms/token | overhead per stage boundary | vs raw TCP | greedy text identical |")
@@ -232,6 +256,12 @@ def main() -> int:
         for name, ms, hop, same in rows:
             extra = f"{hop:.2f} ms | {hop / (1000 * rtt):.0f}x" if hop is not None else "- | -"
             print(f"| {name} | {ms:.2f} | {extra} | {same} |")
+        print("\nOne decode step as the driver waits for it: the stages' compute (their own timers) and the rest, the")
+        print(f"hops (k stages: k + 1 of them) and the waits between them; means over {args.tokens} steps.")
+        print("| placement | driver waits, ms/step | stages compute | hops | per hop |")
+        print("|---|---:|---:|---:|---:|")
+        for name, waited, computed, hop in splits:
+            print(f"| {name} | {waited:.2f} | {computed:.2f} | {waited - computed:.2f} | {hop:.2f} |")
         local_tps = sessions_tps(local.model, local.tokenizer, args.tokens)
         ray_tps = sessions_tps(staged[2].model, staged[2].tokenizer, args.tokens)
         print(f"\n4 concurrent sessions, aggregate tok/s: in-process {local_tps:.1f}, 2 stages {ray_tps:.1f} "

@@ -5,12 +5,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from netboot.cluster.nodes import BUDGET_LABEL, ClusterError, Node, connect, live_nodes
+from netboot.cluster.nodes import (
+    BUDGET_LABEL,
+    ClusterError,
+    Node,
+    connect,
+    driver_node,
+    live_nodes,
+    room_for_layers,
+)
 from netboot.cluster.pins import StagePin, check_pins, parse_stages, pin_nodes
 from netboot.cluster.pipeline import STAGE_TIMEOUT, Pipeline, Stage, start_stage, start_standby
 from netboot.cluster.split import split_layers
 from netboot.formats import ModelFile
-from netboot.formats.names import EMBEDDING, layer_spans
+from netboot.formats.names import EMBEDDING, OUTPUT, layer_spans
 from netboot.planner.budget import MB
 from netboot.sources.urls import is_url
 
@@ -22,23 +30,30 @@ class ClusterModel:
     file: ModelFile
     model: Pipeline
     address: str
+    driver: str = ""  # the node this process runs on (its layers' room there is less the table)
 
     @property
     def tokenizer(self):
         return self.file.tokenizer
 
     def explain(self) -> str:
-        table = self.file.tensors[EMBEDDING].nbytes
+        table = _table_bytes(self.file)
         source = self.model.ref or "the default model (its own copy)"
         lines = [f"Ray cluster at {self.address}: {len(self.model.stages)} stages, each loading its layers from "
                  f"{source} on its node",
-                 f"driver        embedding and output  {table / MB:8.1f} MB  resident (memory map)"]
+                 f"driver   node {self.driver[:8]}  embedding and output  {table / MB:8.1f} MB  resident (memory "
+                 "map; counted against that node's room for layers)"]
         for i, s in enumerate(self.model.stages):
             lines.append(f"stage {i}  node {s.node.short} ({s.node.address}, {_room(s.node)}, pid {s.pid})  layers "
                          f"{s.layers.start}-{s.layers.stop - 1}  {s.nbytes / MB:8.1f} MB  {_residency(s)}")
         for s in self.model.standby:
             lines.append(f"standby  node {s.node.short} ({s.node.address}): kernels loaded, takes a lost range")
         return "\n".join(lines)
+
+
+def _table_bytes(file: ModelFile) -> int:
+    out = file.tensors.get(OUTPUT)
+    return file.tensors[EMBEDDING].nbytes + (out.nbytes if out is not None else 0)
 
 
 def _room(node: Node) -> str:
@@ -75,6 +90,9 @@ def load_pipeline(ref: str, file: ModelFile, head, address: str, stages: int | s
         raise ClusterError(f"the Ray cluster at {address} has no live node with CPUs to hold a stage")
     spans = layer_spans(file)
     sizes = [spans[i].nbytes for i in range(n)]
+    here = driver_node()
+    rooms = dict(zip((node.id for node in nodes), room_for_layers(nodes, here, _table_bytes(file)), strict=True))
+    nodes.sort(key=lambda node: (-rooms[node.id], node.id))
     if isinstance(stages, list):
         chosen, ranges = pin_nodes(stages, nodes), [pin.layers for pin in stages]
     else:
@@ -82,7 +100,7 @@ def load_pipeline(ref: str, file: ModelFile, head, address: str, stages: int | s
         if count > len(nodes):
             raise ClusterError(f"--stages {count}: the cluster has {len(nodes)} live nodes with CPUs")
         chosen = nodes[:count]
-        ranges = split_layers(sizes, [max(node.capacity, 1) for node in chosen])
+        ranges = split_layers(sizes, [rooms[node.id] for node in chosen])
     if ref is not None and not is_url(ref):
         ref = os.path.abspath(ref)  # the same path on every node; the default model (None): each node's own copy
     built = [start_stage(ref, r, node, n, threads, sum(sizes[i] for i in r), positions)
@@ -92,4 +110,4 @@ def load_pipeline(ref: str, file: ModelFile, head, address: str, stages: int | s
     standby = [start_standby(node, threads) for node in [n for n in nodes if n not in chosen][:1]]
     pipeline = Pipeline(file.config, head.weights, head.backend, stages=built, ref=ref, threads=threads,
                         positions=positions, stage_timeout=stage_timeout, standby=standby)
-    return ClusterModel(file, pipeline, address)
+    return ClusterModel(file, pipeline, address, here)

@@ -133,6 +133,19 @@ def live_nodes() -> list[Node]:
     return sorted(nodes, key=lambda n: (-n.capacity, n.id))
 
 
+def driver_node() -> str:
+    """The id of the node this program is attached to (its machine's raylet)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def room_for_layers(nodes: list[Node], driver: str, table_bytes: int) -> list[int]:
+    """What each node can give a stage's layers: its capacity, less the embedding and output table on the node
+    where the driver (which keeps them) runs; at least 1 byte, so that every node can still take a layer."""
+    return [max(n.capacity - (table_bytes if n.id == driver else 0), 1) for n in nodes]
+
+
 def _budget(labels: dict, node_id: str, address: str) -> int | None:
     text = labels.get(BUDGET_LABEL)
     if text is None:

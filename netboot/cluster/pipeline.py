@@ -95,6 +95,7 @@ class Pipeline(Model):
     call_timeout: float = 120.0  # s a step may take though every stage answers: then the run ends
     stage_timeout: float = STAGE_TIMEOUT  # s a running step waits before checking that every stage answers
     transport: str = "direct"  # how hidden states move: "direct" (netboot.cluster.direct) or "ray" (actor calls)
+    stepped: float = 0.0  # seconds the driver waited for the stages, all steps (their compute, the hops)
     recoveries: list[Recovery] = field(default_factory=list)
     standby: list[Stage] = field(default_factory=list)  # actors with kernels loaded and no layers, on spare nodes
     _caches: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
@@ -111,7 +112,9 @@ class Pipeline(Model):
         batch: Batch = [(s.cache.sid, s.pos, s.hi - s.lo) for s in spans]
         for s in spans:
             s.cache.inputs.keep(s.pos, h[s.lo : s.hi])
+        began = time.perf_counter()
         out = self._through_stages(h, batch)
+        self.stepped += time.perf_counter() - began
         for s in spans:
             s.cache.length = s.pos + s.hi - s.lo
         return out

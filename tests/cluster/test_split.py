@@ -68,3 +68,17 @@ def test_pinned_stages_parse_check_and_find_their_nodes():
         pin_nodes(parse_stages("0-8@127.0.0.9,9-17"), [a, b])
     with pytest.raises(ClusterError, match="no live node is left"):
         pin_nodes(parse_stages("0-5,6-11,12-17"), [a, b])
+
+
+def test_the_drivers_node_has_the_table_less_room_for_layers():
+    """The driver keeps the embedding and output table: on its node (a head with CPUs, say) that much less is
+    left for a stage; a node's own budget counts before Ray's memory; every node keeps room for a layer."""
+    from netboot.cluster.nodes import Node, room_for_layers
+
+    a = Node("a" * 56, "10.0.0.1", memory=1000, cpus=2.0)
+    b = Node("b" * 56, "10.0.0.2", memory=1000, cpus=2.0, budget=600)
+    c = Node("c" * 56, "10.0.0.3", memory=100, cpus=2.0)
+    assert room_for_layers([a, b, c], a.id, 300) == [700, 600, 100]
+    assert room_for_layers([a, b, c], b.id, 300) == [1000, 300, 100]
+    assert room_for_layers([a, b, c], c.id, 300) == [1000, 600, 1]
+    assert room_for_layers([a, b, c], "the head, which holds no stage", 300) == [1000, 600, 100]
