@@ -39,10 +39,12 @@ class ClusterModel:
     def explain(self) -> str:
         table = _table_bytes(self.file)
         source = self.model.ref or "the default model (its own copy)"
-        lines = [f"Ray cluster at {self.address}: {len(self.model.stages)} stages, each loading its layers from "
-                 f"{source} on its node",
+        count = len(self.model.stages)
+        shared = any(s.node.id == self.driver for s in self.model.stages)
+        lines = [f"Ray cluster at {self.address}: {count} stage{'s' if count > 1 else ''}, each loading its layers "
+                 f"from {source} on its node",
                  f"driver   node {self.driver[:8]}  embedding and output  {table / MB:8.1f} MB  resident (memory "
-                 "map; counted against that node's room for layers)"]
+                 f"map{'; that node has this much less room for its stage' if shared else ''})"]
         for i, s in enumerate(self.model.stages):
             lines.append(f"stage {i}  node {s.node.short} ({s.node.address}, {_room(s.node)}, pid {s.pid})  layers "
                          f"{s.layers.start}-{s.layers.stop - 1}  {s.nbytes / MB:8.1f} MB  {_residency(s)}")
