@@ -7,10 +7,11 @@ one run on one machine.
 For 1, 4 and 8 concurrent clients, each streaming one completion (a distinct prompt each, so no reply reuses
 another's cache; greedy; `max_tokens` = --tokens): aggregate decode tok/s (completion tokens of all clients over the
 wall time from the first request to the last token, prefill included), the p50/p95 time to first token, and each
-client's decode tok/s (first token to last, as `netboot run --stats` counts it). Servers: `netboot api`
+client's decode tok/s (first token to last, as `netboot run --stats` counts it). Then one client and `netboot run
+--stats` alone, in turns, three times: the one-client ratio. Servers: `netboot api`
 (resident), `netboot api --max-memory 240MB --kv-memory 24MB` (the output table and some layers streamed from disk: a
 step's reads are shared by the batch) and
-`python -m llama_cpp.server`. Also `netboot run --stats` alone, for the one-client ratio. Prints the CPU it ran on.
+`python -m llama_cpp.server`. Prints the CPU it ran on.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def stream_one(base: str, model: str, prompt: str, tokens: int, out: dict) -> No
                 if choice.get("text"):
                     pieces += 1
                     out.setdefault("first", time.perf_counter())
+                    out["last"] = time.perf_counter()
     out["end"] = time.perf_counter()
     out.setdefault("tokens", pieces)  # a server without the usage chunk: one piece per token
 
@@ -102,12 +104,18 @@ def round_of(base: str, model: str, clients: int, tokens: int, offset: int) -> d
         raise SystemExit("a client got no complete reply")
     wall = max(r["end"] for r in results) - min(r["sent"] for r in results)
     ttft = [r["first"] - r["sent"] for r in results if "first" in r]
-    # Each client's decode rate, from its first token to its last: what `netboot run --stats` calls decode tok/s.
-    decode = [(r["tokens"] - 1) / (r["end"] - r["first"]) for r in results if "first" in r and r["tokens"] > 1]
+    # Each client's decode rate, from its first token to its last (not to the stream's end, which adds the closing
+    # chunks and the connection's end): what `netboot run --stats` calls decode tok/s.
+    decode = [(r["tokens"] - 1) / (r["last"] - r["first"]) for r in results
+              if "first" in r and r["tokens"] > 1 and r["last"] > r["first"]]
     return {"tok_s": sum(r["tokens"] for r in results) / wall, "ttft": ttft, "decode": decode}
 
 
-def measure(name: str, cmd: list[str], port: int, model: str, tokens: int, rounds: int) -> dict[int, dict]:
+def measure(name: str, cmd: list[str], port: int, model: str, tokens: int, rounds: int,
+            alone: dict | None = None) -> dict[int, dict]:
+    """The table of `name` by client count; with `alone` (netboot run's model path and threads), also one client
+    and `netboot run` taken in turns, into alone["pairs"]: this machine's speed drifts, so the two are compared
+    close in time."""
     proc, base = start(cmd, port)
     table = {}
     try:
@@ -124,20 +132,25 @@ def measure(name: str, cmd: list[str], port: int, model: str, tokens: int, round
                               "p50": statistics.median(ttft), "p95": ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))]}
             print(f"  {name:28s} {clients} clients: {table[clients]['tok_s']:6.1f} tok/s  ttft p50 "
                   f"{table[clients]['p50']:.2f} s p95 {table[clients]['p95']:.2f} s", flush=True)
+        if alone is not None:
+            for k in range(3):
+                one = round_of(base, model, 1, tokens, 1000 + k)["decode"][0]
+                ran = run_decode(alone["path"], alone["threads"], tokens, runs=1)[0]
+                alone.setdefault("pairs", []).append((one, ran))
     finally:
         stop(proc)
     return table
 
 
-def run_decode(model_path: str, threads: int, tokens: int, runs: int = 3) -> float:
-    """`netboot run`'s own decode tok/s on the same prompts (the one-client reference): the median of `runs`."""
+def run_decode(model_path: str, threads: int, tokens: int, runs: int = 3) -> list[float]:
+    """`netboot run`'s own decode tok/s on the same prompts (the one-client reference), `runs` times."""
     rates = []
     for k in range(runs):
         out = subprocess.run([sys.executable, "-m", "netboot", "run", model_path, "-p", PROMPT.format(k=k), "-n",
                               str(tokens), "--temperature", "0", "--threads", str(threads), "--stats"],
                              capture_output=True, text=True, check=True)
         rates.append(float(re.search(r"decode: \d+ tokens, ([\d.]+) tok/s", out.stderr).group(1)))
-    return statistics.median(rates)
+    return rates
 
 
 def main() -> None:
@@ -159,8 +172,9 @@ def main() -> None:
                "--ctx-size", "256"]
     results = {}
     port = free_port()
+    alone = {"path": path, "threads": args.threads}
     results["netboot api"] = measure("netboot api", [*netboot, "--port", str(port)], port, model, args.tokens,
-                                     args.rounds)
+                                     args.rounds, alone)
     port = free_port()
     results["netboot api --max-memory"] = measure(
         f"netboot api --max-memory {args.budget}",
@@ -172,15 +186,16 @@ def main() -> None:
                 "--n_ctx", "2048", "--port", str(port), "--host", "127.0.0.1"]
         results["llama-cpp-python server"] = measure("llama-cpp-python server", peer, port, model, args.tokens,
                                                      args.rounds)
-    alone = run_decode(path, args.threads, args.tokens)
-    report(results, alone, args.budget)
+    report(results, alone["pairs"], args.budget)
 
 
-def report(results: dict, alone: float, budget: str) -> None:
+def report(results: dict, pairs: list[tuple[float, float]], budget: str) -> None:
     api, streamed = results["netboot api"], results["netboot api --max-memory"]
-    print(f"\nnetboot run alone: {alone:.1f} tok/s decode")
-    print(f"one client's decode tok/s through the API ({api[1]['decode']:.1f}) / netboot run's: "
-          f"{api[1]['decode'] / alone:.2f}x (goal >= 0.95)")
+    ratios = [one / ran for one, ran in pairs]
+    print("\none client through the API, then `netboot run` alone, in turns (decode tok/s): "
+          + ", ".join(f"{one:.1f} / {ran:.1f}" for one, ran in pairs))
+    print(f"one client's decode tok/s through the API / netboot run's: median {statistics.median(ratios):.2f}x "
+          f"(each pair: {', '.join(f'{r:.2f}' for r in ratios)}; goal >= 0.95)")
     print(f"8 clients / 1 client (resident): {api[8]['tok_s'] / api[1]['tok_s']:.2f}x (goal >= 3)")
     print(f"8 clients / 1 client (--max-memory {budget}): {streamed[8]['tok_s'] / streamed[1]['tok_s']:.2f}x "
           "(goal >= 5)")
