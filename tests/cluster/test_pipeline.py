@@ -218,6 +218,20 @@ def test_stages_read_only_their_layers_from_a_url(cluster, default_model, defaul
         ray.kill(s.actor)
 
 
+def _assert_same_continuation(pipeline, model, ids: list[int], steps: int) -> None:
+    """The prompt's logits and those of `steps` greedy tokens after it agree within the bound; same tokens."""
+    pc, mc = pipeline.new_cache(), model.new_cache()
+    ours, ref = pipeline.forward(ids, pc, 0), model.forward(ids, mc, 0)
+    pos = len(ids)
+    for _ in range(steps):
+        assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
+        token = int(ref.argmax())
+        assert int(ours.argmax()) == token
+        ours, ref = pipeline.forward([token], pc, pos), model.forward([token], mc, pos)
+        pos += 1
+    assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
+
+
 def _write_tinyllama_sized(path) -> None:
     """A random Llama with TinyLlama 1.1B's shapes (22 layers, dim 2048, GQA 32/4 heads, vocab 32000), every matrix
     random Q8_0 blocks (1.17 GB)."""
@@ -241,17 +255,7 @@ def test_a_tinyllama_sized_model_over_three_nodes(cluster, tmp_path):
     local = netboot.load(path)
     p, m = staged.model, local.model
     assert [len(s.layers) for s in p.stages] in ([7, 8, 7], [8, 7, 7], [7, 7, 8])
-    ids = [1, 450, 4996, 17354, 1701, 432, 17204]
-    pc, mc = p.new_cache(), m.new_cache()
-    ours, ref = p.forward(ids, pc, 0), m.forward(ids, mc, 0)
-    assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
-    pos = len(ids)
-    for _ in range(4):
-        token = int(ref.argmax())
-        assert int(ours.argmax()) == token
-        ours, ref = p.forward([token], pc, pos), m.forward([token], mc, pos)
-        pos += 1
-    assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
+    _assert_same_continuation(p, m, [1, 450, 4996, 17354, 1701, 432, 17204], 4)
 
 
 def _write_streaming_sized(path) -> None:
@@ -286,16 +290,7 @@ def test_stages_on_nodes_smaller_than_their_share_stream_their_layers(cluster, t
         assert [s.node.id for s in p.stages] == [n.node_id for n in budgeted]
         assert all(s.streamed for s in p.stages), staged.explain()
         assert "netboot-max-memory=290 MB" in staged.explain() and "streamed from the source" in staged.explain()
-        ids = [1, 450, 3996, 1354, 1701, 432, 2204]
-        pc, mc = p.new_cache(), m.new_cache()
-        ours, ref = p.forward(ids, pc, 0), m.forward(ids, mc, 0)
-        assert np.abs(ours - ref).max() <= LOGIT_BOUND * np.abs(ref).max()
-        pos = len(ids)
-        for _ in range(6):
-            token = int(ref.argmax())
-            assert int(ours.argmax()) == token
-            ours, ref = p.forward([token], pc, pos), m.forward([token], mc, pos)
-            pos += 1
+        _assert_same_continuation(p, m, [1, 450, 3996, 1354, 1701, 432, 2204], 6)
         peaks = [ray.get(s.actor.ready.remote())["peak_rss"] for s in p.stages]
         assert max(peaks) <= budget, (peaks, staged.explain())
         print(staged.explain(), f"\npeak RSS of the stages: {[round(b / MB, 1) for b in peaks]} MB")
