@@ -18,8 +18,8 @@ from netboot.cluster.pins import StagePin, check_pins, parse_stages, pin_nodes
 from netboot.cluster.pipeline import STAGE_TIMEOUT, Pipeline, Stage, start_stage, start_standby
 from netboot.cluster.split import split_layers
 from netboot.formats import ModelFile
-from netboot.formats.names import EMBEDDING, OUTPUT, layer_spans
-from netboot.planner.budget import MB
+from netboot.formats.names import layer_spans
+from netboot.planner.budget import MB, table_bytes
 from netboot.sources.urls import is_url
 
 
@@ -37,7 +37,7 @@ class ClusterModel:
         return self.file.tokenizer
 
     def explain(self) -> str:
-        table = _table_bytes(self.file)
+        table = table_bytes(self.file)
         source = self.model.ref or "the default model (its own copy)"
         count = len(self.model.stages)
         shared = any(s.node.id == self.driver for s in self.model.stages)
@@ -51,11 +51,6 @@ class ClusterModel:
         for s in self.model.standby:
             lines.append(f"standby  node {s.node.short} ({s.node.address}): kernels loaded, takes a lost range")
         return "\n".join(lines)
-
-
-def _table_bytes(file: ModelFile) -> int:
-    out = file.tensors.get(OUTPUT)
-    return file.tensors[EMBEDDING].nbytes + (out.nbytes if out is not None else 0)
 
 
 def _room(node: Node) -> str:
@@ -93,7 +88,7 @@ def load_pipeline(ref: str, file: ModelFile, head, address: str, stages: int | s
     spans = layer_spans(file)
     sizes = [spans[i].nbytes for i in range(n)]
     here = driver_node()
-    rooms = dict(zip((node.id for node in nodes), room_for_layers(nodes, here, _table_bytes(file)), strict=True))
+    rooms = dict(zip((node.id for node in nodes), room_for_layers(nodes, here, table_bytes(file)), strict=True))
     nodes.sort(key=lambda node: (-rooms[node.id], node.id))
     if isinstance(stages, list):
         chosen, ranges = pin_nodes(stages, nodes), [pin.layers for pin in stages]

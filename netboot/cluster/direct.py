@@ -17,6 +17,7 @@ from multiprocessing.connection import Client, Connection
 
 import numpy as np
 
+from netboot.cluster.nodes import ClusterError
 from netboot.errors import NetbootError
 
 ACK = b"ok"
@@ -120,8 +121,6 @@ class DirectPath:
                 if header["step"] != step:
                     continue
                 if "error" in header:
-                    from netboot.cluster.nodes import ClusterError
-
                     raise ClusterError(f"a stage failed: {header['error']}")
                 return out
         except (OSError, EOFError) as e:

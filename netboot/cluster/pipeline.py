@@ -156,7 +156,6 @@ class Pipeline(Model):
     def _direct(self, h: np.ndarray, batch: Batch) -> np.ndarray:
         """The step over the direct path; while it runs, every `stage_timeout` seconds each stage must answer a
         liveness check (as in `_wait`)."""
-        import ray
 
         if self._path is None:
             try:
@@ -165,16 +164,12 @@ class Pipeline(Model):
                 note(f"the stages cannot connect to each other ({e}): hidden states go through Ray's actor calls")
                 self.transport = "ray"
                 return self._wait(self._chain(h, batch))
-        step, began = self._path.send(h, [list(b) for b in batch]), time.monotonic()
+        step, began = self._path.send(h, batch), time.monotonic()
         while True:
             out = self._path.receive(step, self.stage_timeout)
             if out is not None:
                 return out
-            if time.monotonic() - began > self.call_timeout:
-                raise ray.exceptions.GetTimeoutError(f"a step took over {self.call_timeout:.0f} s")
-            hung = [i for i, s in enumerate(self.stages) if not _answers(s, self.stage_timeout)]
-            if hung:
-                raise StageHung(hung, self.stage_timeout)
+            self._check_stages(began)
 
     def _wait(self, ref) -> np.ndarray:
         """The step's result. While it runs, every `stage_timeout` seconds each stage must answer a liveness check
@@ -187,21 +182,30 @@ class Pipeline(Model):
             try:
                 return ray.get(ref, timeout=self.stage_timeout)
             except ray.exceptions.GetTimeoutError:
-                if time.monotonic() - began > self.call_timeout:
-                    raise
-            hung = [i for i, s in enumerate(self.stages) if not _answers(s, self.stage_timeout)]
-            if hung:
-                raise StageHung(hung, self.stage_timeout)
+                pass
+            self._check_stages(began)
+
+    def _check_stages(self, began: float) -> None:
+        """A step still running since `began`: StageHung if a stage does not answer, GetTimeoutError past
+        `call_timeout` though every stage answers."""
+        import ray
+
+        hung = self._silent_stages()
+        if hung:
+            raise StageHung(hung, self.stage_timeout)
+        if time.monotonic() - began > self.call_timeout:
+            raise ray.exceptions.GetTimeoutError(f"a step took over {self.call_timeout:.0f} s")
+
+    def _silent_stages(self) -> list[int]:
+        """The stages that do not answer a liveness check within `stage_timeout`."""
+        return [i for i, s in enumerate(self.stages) if not _answers(s, self.stage_timeout)]
 
     def _recover(self, error: Exception) -> None:
         """Replace every stage that no longer answers, in order, and rebuild its sessions' caches."""
         import ray
 
         began = time.perf_counter()
-        if isinstance(error, StageHung):  # just checked
-            dead = error.stages
-        else:
-            dead = [i for i, s in enumerate(self.stages) if not _answers(s, self.stage_timeout)]
+        dead = error.stages if isinstance(error, StageHung) else self._silent_stages()  # StageHung: just checked
         if not dead and isinstance(error, PathBroken):  # every stage answers: connect the path anew
             note(f"the direct path broke ({error}) though every stage answers; connecting it again")
             self._path = None
@@ -320,7 +324,7 @@ def start_standby(node: Node, threads: int | None) -> Stage:
 def start_stage(ref: str | None, layers: range, node: Node, n_layers: int, threads: int | None, nbytes: int,
                 positions: int) -> Stage:
     """A stage actor pinned to `node`, holding `layers` loaded from `ref` there; returns once it has loaded."""
-    return load_range(Stage(range(0), node, start_actor(node, threads), 0), ref, layers, n_layers, nbytes, positions)
+    return load_range(start_standby(node, threads), ref, layers, n_layers, nbytes, positions)
 
 
 def load_range(stage: Stage, ref: str | None, layers: range, n_layers: int, nbytes: int, positions: int) -> Stage:

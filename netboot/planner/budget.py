@@ -90,7 +90,7 @@ def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int, pro
     stage = layers is not None
     layers = range(file.config.n_layers) if layers is None else layers
     spans = {i: s for i, s in layer_spans(file).items() if i in layers}
-    table = 0 if stage else file.tensors[EMBEDDING].nbytes + _untied_output_bytes(file)
+    table = 0 if stage else table_bytes(file)
     prefetch = max(0, min(prefetch, len(layers) - 1))
     kv = kv_bytes(file, positions, len(layers))
     working = working_bytes(file, positions, threads, scratch_per_thread, logits=not stage)
@@ -126,6 +126,7 @@ def plan_memory(file: ModelFile, budget: int, positions: int, prefetch: int, pro
     return plan
 
 
-def _untied_output_bytes(file: ModelFile) -> int:
+def table_bytes(file: ModelFile) -> int:
+    """The embedding table and, when it is not tied to it, the output projection: what embeds and projects."""
     out = file.tensors.get(OUTPUT)
-    return out.nbytes if out is not None else 0
+    return file.tensors[EMBEDDING].nbytes + (out.nbytes if out is not None else 0)
